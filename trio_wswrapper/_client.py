@@ -1,0 +1,684 @@
+"""Client: one ws-wrapper connection, its reader and writer tasks, requests and handlers.
+
+The same class serves both roles: ``open_client`` dials and owns it; ``Server.accept`` makes one
+per accepted WebSocket. A client object outlives its connections: handlers, named channels,
+``data`` and the request-id counter stay with it, while everything tied to one WebSocket
+(pending and active requests, anonymous channels, queued frames) lives in a ``_Generation``
+that is torn down when that WebSocket ends (PROTOCOL.md §12.3).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from . import _protocol as proto
+from ._config import Options
+from ._errors import (
+    ChannelClosed,
+    ConnectionClosed,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    WSWrapperError,
+)
+from ._handlers import Handler, HandlerTable, Registry, new_lifecycle
+from ._protocol import Abort, Answer, Cancel, ErrorPayload, Incoming
+from ._sendqueue import SendQueue
+from ._transport import Transport, TransportClosed
+
+if TYPE_CHECKING:
+    from ._channels import AnonymousChannel, Channel
+    from ._server import Server
+
+__all__ = ["Client", "current_client"]
+
+logger = logging.getLogger("trio_wswrapper")
+
+_current_client: contextvars.ContextVar[Client] = contextvars.ContextVar("trio_wswrapper.client")
+_current_request: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
+    "trio_wswrapper.request", default=None
+)
+
+
+def current_client() -> Client:
+    """The :class:`Client` whose message the running handler serves.
+
+    Valid inside handlers and lifecycle listeners (and tasks they start); raises
+    :class:`RuntimeError` elsewhere.
+    """
+    try:
+        return _current_client.get()
+    except LookupError:
+        raise RuntimeError("current_client() is only available inside a handler") from None
+
+
+class _Pending:
+    """An outbound request waiting for its answer."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def resolve(self, value: Any) -> None:
+        self.value = value
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class _Active:
+    """An inbound request whose handler runs; ``reason`` is set when the peer cancels it."""
+
+    __slots__ = ("channel", "id", "reason", "scope")
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+        self.scope = trio.CancelScope()
+        self.reason: ErrorPayload | None = None
+        self.channel: AnonymousChannel | None = None
+
+
+@attrs.define(eq=False)
+class _Generation:
+    """Everything that belongs to one WebSocket connection of a client."""
+
+    transport: Transport
+    queue: SendQueue
+    compat: proto.PeerCompat
+    nursery: trio.Nursery = attrs.field(init=False)
+    pending: dict[int, _Pending] = attrs.field(factory=dict)
+    active: dict[int, _Active] = attrs.field(factory=dict)
+    channels: dict[int, AnonymousChannel] = attrs.field(factory=dict)
+    running: int = 0
+    #: How the transport ended, as the reader or writer saw it.
+    ended: TransportClosed | None = None
+    #: Close code and reason we chose to send, and whether the application asked for it.
+    close_sent: tuple[int, str] | None = None
+    user_closed: bool = False
+    error: BaseException | None = None
+    finished: trio.Event = attrs.field(factory=trio.Event)
+
+    async def send(self, frame: str) -> None:
+        await self.queue.put(frame)
+
+
+class Client(Registry):
+    """One side of a ws-wrapper connection: emit events, make requests, answer them.
+
+    Dialling clients come from :func:`open_client`; server-side clients are created by
+    :meth:`Server.accept` and handed to handlers through :func:`current_client`. Root-channel
+    handlers registered here take precedence over the server's (PROTOCOL.md §7.1).
+    """
+
+    _root = True
+
+    def __init__(self, *, options: Options | None = None, server: Server | None = None) -> None:
+        self._options = options or Options()
+        self._server = server
+        self._table = HandlerTable()
+        self._lifecycle = new_lifecycle()
+        self._named: dict[str, Channel] = {}
+        self._next_id = 1
+        self._gen: _Generation | None = None
+        self._peer_compat: proto.PeerCompat = self._options.peer_compat
+        self._default_close = (1001, "server is closing") if server else (1000, "")
+        #: Application data attached to this client (for example the authenticated user).
+        self.data: dict[str, Any] = {}
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def server(self) -> Server | None:
+        """The server that accepted this client, or None for a dialling client."""
+        return self._server
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and not closing."""
+        gen = self._gen
+        return gen is not None and gen.queue.closed is None and gen.close_sent is None
+
+    @property
+    def peer_compat(self) -> proto.PeerCompat:
+        """Compatibility mode for the peer (§14.2); set it in an ``open`` listener at the latest."""
+        return self._peer_compat
+
+    @peer_compat.setter
+    def peer_compat(self, value: proto.PeerCompat) -> None:
+        Options(peer_compat=value)  # validates
+        self._peer_compat = value
+        if self._gen is not None:
+            self._gen.compat = value
+
+    def of(self, name: str) -> Channel:
+        """The named channel ``name`` on this connection, created on first use (§11)."""
+        from ._channels import Channel
+
+        proto.check_channel_name(name)
+        channel = self._named.get(name)
+        if channel is None:
+            channel = self._named[name] = Channel(self, name)
+        return channel
+
+    async def emit(self, name: str, *args: Any) -> None:
+        """Send event ``name`` with ``args`` on the root channel.
+
+        Returns once the frame is queued for writing; waits while the send queue is full.
+        Raises :class:`ConnectionClosed` without a connection, ``ValueError`` for reserved or
+        empty names and ``TypeError``/``ValueError`` for arguments JSON cannot encode.
+        """
+        proto.check_event_name(name, root=True)
+        await self._emit(proto.encode_event(name, args))
+
+    async def request(self, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send request ``name`` on the root channel and return the peer's answer.
+
+        A rejection raises :class:`RemoteError`; ``timeout`` (else the connection's default)
+        raises :class:`RequestTimeout`. Cancelling the calling task, or the timeout, sends the
+        peer a cancellation for this request (PROTOCOL.md §8.1).
+        """
+        proto.check_event_name(name, root=True)
+        return await self._request(name, args, timeout=timeout)
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason`` and wait until it is torn down.
+
+        Frames already queued are written first (within the close timeout). The ``close``
+        listeners see ``user_closed=True``. Closing a closed client does nothing.
+        """
+        await self._close(code, reason, user=True)
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of this client's connection state."""
+        gen = self._gen
+        if gen is None or gen.finished.is_set():
+            return ClientStatistics(False, 0, 0, 0, 0, 0)
+        return ClientStatistics(
+            connected=self.connected,
+            pending_requests=len(gen.pending),
+            active_requests=len(gen.active),
+            running_handlers=gen.running,
+            open_channels=len(gen.channels),
+            queued_frames=len(gen.queue),
+        )
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "closed"
+        return f"<trio_wswrapper.Client {state} at {id(self):#x}>"
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _require_gen(self) -> _Generation:
+        gen = self._gen
+        if gen is None:
+            raise ConnectionClosed(None, "not connected")
+        if gen.queue.closed is not None:
+            raise gen.queue.closed
+        if gen.close_sent is not None:
+            raise ConnectionClosed(gen.close_sent[0], "connection is closing")
+        return gen
+
+    async def _emit(self, frame: str) -> None:
+        await self._require_gen().send(frame)
+
+    async def _request(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        *,
+        channel: str | None = None,
+        anon: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        gen = self._require_gen()
+        # Request ids (§4): allocated only once the frame can be queued without waiting, so a
+        # request cancelled before that allocates nothing; the pending entry is registered
+        # before the frame is queued, and ids that name a live anonymous channel are skipped.
+        await gen.queue.wait_writable()
+        rid = self._next_id
+        while rid in gen.channels:
+            rid += 1
+        if rid > proto.MAX_ID:
+            raise ProtocolError("request ids exhausted on this client")
+        frame = proto.encode_event(name, args, channel=channel, anon=anon, id=rid)
+        self._next_id = rid + 1
+        pending = _Pending()
+        gen.pending[rid] = pending
+        gen.queue.put_nowait(frame, force=True)
+        if timeout is None:
+            timeout = self._options.request_timeout
+        try:
+            if timeout is None:
+                await pending.done.wait()
+            else:
+                with trio.move_on_after(timeout):
+                    await pending.done.wait()
+                if not pending.done.is_set():
+                    raise RequestTimeout
+        except BaseException:
+            self._cancel_outbound(gen, rid, None)
+            raise
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def _cancel_outbound(self, gen: _Generation, rid: int, reason: ErrorPayload | None) -> None:
+        """Forget pending request ``rid`` and tell the peer, unless it was already answered."""
+        if gen.pending.pop(rid, None) is None or gen.queue.closed is not None:
+            return
+        if gen.compat != "v3":
+            gen.queue.put_nowait(
+                proto.encode_cancel(rid, reason, error_flag=self._options.error_flag), force=True
+            )
+
+    # -- connection lifetime -----------------------------------------------------------------
+
+    async def _run(
+        self,
+        transport: Transport,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve one connection over ``transport`` until it ends, then tear it down.
+
+        ``task_status.started()`` is called once the ``open`` listeners have run, so the
+        caller may use the client. Returns when the connection is closed by either side.
+        """
+        if self._gen is not None and not self._gen.finished.is_set():
+            raise RuntimeError("this client already has an open connection")
+        options = self._options
+        gen = _Generation(transport, SendQueue(options.limits.send_queue_size), self._peer_compat)
+        self._gen = gen
+        try:
+            async with trio.open_nursery() as nursery:
+                gen.nursery = nursery
+                nursery.start_soon(self._writer, gen)
+                if options.heartbeat_interval is not None:
+                    nursery.start_soon(self._heartbeat, gen, options.heartbeat_interval)
+                if await self._fire_open(gen):
+                    task_status.started()
+                    await self._reader(gen)
+                else:
+                    task_status.started()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._teardown(gen)
+
+    async def _fire_open(self, gen: _Generation) -> bool:
+        token = _current_client.set(self)
+        try:
+            for fn in self._lifecycle_listeners("open"):
+                result = fn(self)
+                if hasattr(result, "__await__"):
+                    await result
+        except Exception as exc:
+            logger.exception("open listener failed; closing the connection")
+            gen.error = exc
+            gen.close_sent = (1011, "internal error")
+            return False
+        finally:
+            _current_client.reset(token)
+        gen.compat = self._peer_compat
+        return True
+
+    def _lifecycle_listeners(self, event: str) -> list[Callable[..., Any]]:
+        """Listeners for ``event``: the server's, then this client's; ``once`` ones removed."""
+        owners = [self._server._lifecycle, self._lifecycle] if self._server else [self._lifecycle]
+        found: list[Callable[..., Any]] = []
+        for lifecycle in owners:
+            listeners = lifecycle[event]
+            found.extend(fn for fn, _ in listeners)
+            if any(once for _, once in listeners):
+                listeners[:] = [(fn, once) for fn, once in listeners if not once]
+        return found
+
+    async def _close(self, code: int, reason: str, *, user: bool) -> None:
+        gen = self._gen
+        if gen is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if gen.close_sent is None and gen.ended is None and not gen.finished.is_set():
+            gen.close_sent = (code, reason)
+            gen.user_closed = user
+            with trio.move_on_after(self._options.close_timeout):
+                await gen.queue.drain()
+            gen.nursery.cancel_scope.cancel()
+        await gen.finished.wait()
+
+    async def _writer(self, gen: _Generation) -> None:
+        queue, transport = gen.queue, gen.transport
+        try:
+            while True:
+                await transport.send(await queue.get())
+        except TransportClosed as closed:
+            if gen.ended is None:
+                gen.ended = closed
+            gen.nursery.cancel_scope.cancel()
+
+    async def _heartbeat(self, gen: _Generation, interval: float) -> None:
+        # A ping unanswered until the next one is due means the peer is gone (§13).
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval):
+                try:
+                    await gen.transport.ping()
+                except TransportClosed:
+                    return
+                continue
+            logger.info("%r: no pong within %ss; closing", self, interval)
+            gen.error = ConnectionClosed(1011, "keepalive ping timeout")
+            if gen.close_sent is None:
+                gen.close_sent = (1011, "keepalive ping timeout")
+            gen.nursery.cancel_scope.cancel()
+            return
+
+    async def _teardown(self, gen: _Generation) -> None:
+        """End a generation in the order of §12.3, then run the ``close`` listeners."""
+        if gen.close_sent is not None:
+            code, reason = gen.close_sent
+            if gen.ended is None:
+                await gen.transport.aclose(code, reason)
+        elif gen.ended is not None:
+            code, reason = gen.ended.code, gen.ended.reason
+            if code in (1009, 1006):
+                gen.error = gen.error or ConnectionClosed(code, reason)
+        else:
+            code, reason = self._default_close
+            gen.close_sent = self._default_close
+            await gen.transport.aclose(code, reason)
+        closed = ConnectionClosed(code, reason)
+        gen.queue.close(closed)
+        for pending in gen.pending.values():
+            pending.fail(closed)
+        gen.pending.clear()
+        gen.active.clear()
+        for channel in list(gen.channels.values()):
+            channel._connection_lost(closed)
+        gen.channels.clear()
+        token = _current_client.set(self)
+        try:
+            if gen.error is not None:
+                await self._fire("error", gen.error)
+            await self._fire("close", code, reason, gen.user_closed)
+        finally:
+            _current_client.reset(token)
+            gen.finished.set()
+
+    async def _fire(self, event: str, *args: Any) -> None:
+        for fn in self._lifecycle_listeners(event):
+            try:
+                result = fn(self, *args)
+                if hasattr(result, "__await__"):
+                    with trio.move_on_after(self._options.close_timeout):
+                        await result
+            except Exception:
+                logger.exception("%s listener failed", event)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _reader(self, gen: _Generation) -> None:
+        receive = gen.transport.receive
+        decode = proto.decode
+        while True:
+            try:
+                frame = await receive()
+            except TransportClosed as closed:
+                if gen.ended is None:
+                    gen.ended = closed
+                return
+            if self._lifecycle["message"] or (self._server and self._server._lifecycle["message"]):
+                self._fire_message(frame)
+            msg = decode(frame)
+            kind = type(msg)
+            if kind is Incoming:
+                await self._on_incoming(gen, msg)  # type: ignore[arg-type]
+            elif kind is Answer:
+                await self._on_answer(gen, msg)  # type: ignore[arg-type]
+            elif kind is Cancel:
+                self._on_cancel(gen, msg)  # type: ignore[arg-type]
+            elif kind is Abort:
+                self._on_abort(gen, msg)  # type: ignore[arg-type]
+            elif logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%r: ignored frame (%s)", self, msg.reason)  # type: ignore[union-attr]
+
+    def _fire_message(self, frame: str | bytes) -> None:
+        token = _current_client.set(self)
+        try:
+            for fn in self._lifecycle_listeners("message"):
+                try:
+                    result = fn(self, frame)
+                    if hasattr(result, "__await__"):
+                        self._gen.nursery.start_soon(_await, result)  # type: ignore[union-attr]
+                except Exception:
+                    logger.exception("message listener failed")
+        finally:
+            _current_client.reset(token)
+
+    async def _reject(self, gen: _Generation, rid: int, text: str) -> None:
+        await gen.send(
+            proto.encode_rejection(rid, proto.message_payload(text), error_flag=self._options.error_flag)
+        )
+
+    def _lookup(self, msg: Incoming) -> tuple[HandlerTable | None, Handler | None, str | None]:
+        """Find the handler for a root or named-channel message (§7.1), without consuming it.
+
+        Returns (table, handler, error text); the error text is set when a request must be
+        rejected because the named channel does not exist.
+        """
+        name = msg.name
+        server = self._server
+        if msg.channel is None:
+            tables = [self._table, server._table] if server else [self._table]
+        else:
+            c = msg.channel
+            own = self._named.get(c) if type(c) is str else None
+            shared = server._named.get(c) if server and type(c) is str else None
+            if own is None and shared is None:
+                return None, None, proto.unknown_channel_text(c)
+            tables = [t._table for t in (own, shared) if t is not None]
+        if type(name) is str:
+            for table in tables:
+                handler = table.once.get(name)
+                if handler is not None:
+                    return table, handler, None
+            for table in tables:
+                handler = table.on.get(name)
+                if handler is not None:
+                    return table, handler, None
+        return None, None, None
+
+    async def _on_incoming(self, gen: _Generation, msg: Incoming) -> None:
+        if msg.is_reserved:
+            logger.debug("%r: ignored reserved name %r on the root channel", self, msg.name)
+            return
+        rid = msg.id
+        if rid is not None and rid in gen.active:
+            logger.debug("%r: ignored request reusing active id %d", self, rid)
+            return
+        anon = msg.anon
+        table: HandlerTable | None
+        if anon is not None:
+            channel = gen.channels.get(anon)
+            if channel is None:
+                text = proto.unknown_anon_text(anon)
+                if gen.compat == "v4":
+                    await gen.send(
+                        proto.encode_abort(
+                            anon, proto.message_payload(text), error_flag=self._options.error_flag
+                        )
+                    )
+                if rid is not None:
+                    await self._reject(gen, rid, text)
+                return
+            table = channel._table
+            handler = table.once.get(msg.name) or table.on.get(msg.name) if type(msg.name) is str else None
+            if handler is None:
+                if rid is None:
+                    channel._deliver(msg.name, msg.args)
+                else:
+                    await self._reject(gen, rid, proto.no_listener_text(msg.name, anon=anon))
+                return
+        else:
+            table, handler, missing = self._lookup(msg)
+            if handler is None:
+                if rid is not None:
+                    await self._reject(gen, rid, missing or proto.no_listener_text(msg.name, msg.channel))
+                return
+        if gen.running >= self._options.limits.max_concurrent_handlers:
+            if rid is not None:
+                await self._reject(gen, rid, proto.TOO_MANY_REQUESTS)
+            else:
+                logger.warning("%r: dropped event %r: too many concurrent handlers", self, msg.name)
+            return
+        if table is not None and table.once.get(msg.name) is handler:
+            del table.once[msg.name]
+        active = None
+        if rid is not None:
+            active = gen.active[rid] = _Active(rid)
+        gen.running += 1
+        gen.nursery.start_soon(self._invoke, gen, handler, msg, active)
+
+    async def _invoke(
+        self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active | None
+    ) -> None:
+        _current_client.set(self)
+        try:
+            if active is None:
+                await self._invoke_event(handler, msg)
+                return
+            _current_request.set(active)
+            frame = await self._invoke_request(gen, handler, msg, active)
+            if frame is not None and gen.active.get(active.id) is active:
+                del gen.active[active.id]
+                await gen.send(frame)
+        except WSWrapperError as exc:
+            logger.debug("%r: handler for %r ended with %r", self, msg.name, exc)
+        except Exception:
+            logger.exception("%r: internal error serving %r", self, msg.name)
+        finally:
+            gen.running -= 1
+
+    async def _invoke_event(self, handler: Handler, msg: Incoming) -> None:
+        if handler.kind == "asyncgen":
+            logger.debug("%r: streaming handler %r invoked as an event; not iterated", self, msg.name)
+            return
+        try:
+            result = handler.fn(*msg.args)
+            if handler.kind == "async" or hasattr(result, "__await__"):
+                await result
+        except Exception:
+            logger.exception("handler for event %r failed", msg.name)
+
+    async def _invoke_request(
+        self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active
+    ) -> str | None:
+        """Run a request handler under its cancel scope; return the answer frame, if any."""
+        rid = active.id
+        flag = self._options.error_flag
+        if handler.kind == "asyncgen":
+            from ._channels import serve_stream
+
+            with active.scope:
+                return await serve_stream(self, gen, handler, msg, active)
+            return None
+        with active.scope:
+            try:
+                result = handler.fn(*msg.args)
+                if handler.kind == "async" or hasattr(result, "__await__"):
+                    result = await result
+            except RemoteError as exc:
+                payload = exc.payload
+                if payload.value is None:
+                    payload = proto.error_from_value(None)
+                return proto.encode_rejection(rid, payload, error_flag=flag)
+            except Exception as exc:
+                logger.debug("handler for request %r failed: %r", msg.name, exc)
+                payload = proto.error_from_exception(exc, self._options.error_to_json)
+                return proto.encode_rejection(rid, payload, error_flag=flag)
+            if active.channel is not None and result is active.channel:
+                try:
+                    active.channel._announce(active)
+                except ProtocolError as exc:
+                    return proto.encode_rejection(rid, proto.message_payload(str(exc)), error_flag=flag)
+                except ChannelClosed:
+                    pass
+                return None
+            try:
+                return proto.encode_resolution(rid, result)
+            except (TypeError, ValueError, RecursionError) as exc:
+                return proto.encode_rejection(rid, proto.message_payload(str(exc)), error_flag=flag)
+        return None
+
+    async def _on_answer(self, gen: _Generation, msg: Answer) -> None:
+        pending = gen.pending.pop(msg.id, None)
+        if pending is None:
+            if msg.kind == "channel":
+                await self._stale_creation(gen, msg.id)
+            return
+        if msg.kind == "reject":
+            assert msg.error is not None
+            pending.fail(RemoteError._from_payload(msg.error))
+        elif msg.kind == "channel":
+            from ._channels import AnonymousChannel
+
+            if msg.id in gen.channels:
+                pending.fail(ProtocolError(proto.anon_exists_text(msg.id)))
+                return
+            channel = AnonymousChannel(self, gen, msg.id)
+            gen.channels[msg.id] = channel
+            pending.resolve(channel)
+        else:
+            pending.resolve(msg.value)
+
+    async def _stale_creation(self, gen: _Generation, rid: int) -> None:
+        # A channel announced for a request we no longer wait for (§9.7): tell the peer to free it.
+        if rid < self._next_id and rid not in gen.channels and gen.compat == "v4":
+            await gen.send(proto.encode_abort(rid, None, error_flag=self._options.error_flag))
+
+    def _on_cancel(self, gen: _Generation, msg: Cancel) -> None:
+        if msg.id is None:
+            return
+        active = gen.active.pop(msg.id, None)
+        if active is None:
+            logger.debug("%r: ignored cancellation of inactive request %d", self, msg.id)
+            return
+        active.reason = msg.reason
+        active.scope.cancel()
+
+    def _on_abort(self, gen: _Generation, msg: Abort) -> None:
+        channel = gen.channels.get(msg.anon)
+        if channel is None:
+            logger.debug("%r: ignored abort of unknown channel %d", self, msg.anon)
+            return
+        channel._peer_aborted(msg.reason)
+
+
+async def _await(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("message listener failed")
+
+
+@attrs.frozen
+class ClientStatistics:
+    """What :meth:`Client.statistics` reports."""
+
+    connected: bool
+    pending_requests: int
+    active_requests: int
+    running_handlers: int
+    open_channels: int
+    queued_frames: int
