@@ -7,7 +7,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 import trio
@@ -193,13 +193,16 @@ class Server(Registry):
         *,
         ssl_context: Any = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn:
+    ) -> None:
         """Listen on ``host``:``port`` and serve ws-wrapper connections until cancelled.
 
+        Returns only when :meth:`aclose` stops the server; a closed server cannot serve again.
         Use ``port = await nursery.start(server.serve, host, 0)`` to learn the bound port.
         Every connection runs in its own nursery; a failing connection is logged and closed,
         and never stops the server.
         """
+        if self._closing:
+            raise RuntimeError("this server is closed")
         if ssl_context is None:
             listeners: list[Any] = await trio.open_tcp_listeners(port, host=host)
         else:
@@ -218,7 +221,6 @@ class Server(Registry):
                 await trio.sleep_forever()
             finally:
                 self._serving.discard(nursery.cancel_scope)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _handle_stream(self, stream: trio.abc.Stream) -> None:
         try:
@@ -234,6 +236,8 @@ class Server(Registry):
                     return
                 await self.accept(ws)
                 nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            logger.debug("refused a connection: the server is closing")
         except Exception:
             logger.exception("connection failed")
         finally:
