@@ -183,6 +183,11 @@ class Server(Registry):
         self._clients[client] = None
         try:
             await client._run(transport)
+        except BaseExceptionGroup as group:
+            error = _collapse(group)
+            if error is group:
+                raise
+            raise error from None
         finally:
             self._clients.pop(client, None)
 
