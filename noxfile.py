@@ -24,7 +24,8 @@ def install_js_peers(session: nox.Session) -> None:
         (JS_DIR / "package-lock.json").stat().st_mtime
         > (JS_DIR / "node_modules" / ".package-lock.json").stat().st_mtime
     ):
-        session.run(npm, "ci", "--no-audit", "--no-fund", external=True, cwd=str(JS_DIR))
+        with session.chdir(JS_DIR):
+            session.run(npm, "ci", "--no-audit", "--no-fund", external=True)
 
 
 @nox.session

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
+import trio
 
 import trio_wswrapper as wsw
+from trio_wswrapper.testing import RawPeer
 
 
 @pytest.fixture
@@ -19,3 +23,65 @@ def server() -> wsw.Server:
 def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     # Every ignored frame logs at DEBUG; capturing it keeps those code paths exercised.
     caplog.set_level(logging.DEBUG, logger="trio_wswrapper")
+
+
+class _Tap:
+    """A transport wrapper that records every frame the wrapped side hands to it for sending."""
+
+    def __init__(self, inner: wsw.MemoryTransport, written: list[str]) -> None:
+        self._inner = inner
+        self._written = written
+
+    async def send(self, message: str) -> None:
+        self._written.append(message)
+        await self._inner.send(message)
+
+    async def receive(self) -> str | bytes:
+        return await self._inner.receive()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._inner.aclose(code, reason)
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+
+class ServerPeer(RawPeer):
+    """A raw peer acting as the *server* for a real :class:`wsw.Client`.
+
+    ``written`` lists every frame the client handed to its transport, including frames the
+    peer can no longer receive because the connection ended.
+    """
+
+    written: list[str]
+
+
+RawServer = Callable[..., AbstractAsyncContextManager[tuple[wsw.Client, ServerPeer]]]
+
+
+@pytest.fixture
+def raw_server() -> RawServer:
+    """``async with raw_server(client=None, options=None, buffer=256) as (client, peer)``.
+
+    Runs ``Client._run`` on one end of a memory transport pair; the test drives the other end
+    with exact frames. ``buffer=0`` makes the client's writer wait until the peer receives.
+    """
+
+    @asynccontextmanager
+    async def open_raw_server(
+        client: wsw.Client | None = None, *, options: wsw.Options | None = None, buffer: int = 256
+    ) -> AsyncIterator[tuple[wsw.Client, ServerPeer]]:
+        client = client or wsw.Client(options=options)
+        ours, theirs = wsw.memory_transport_pair(buffer=buffer)
+        peer = ServerPeer(ours)
+        peer.written = []
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client._run, _Tap(theirs, peer.written))
+            try:
+                yield client, peer
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await ours.aclose()
+                    await client.aclose()
+
+    return open_raw_server

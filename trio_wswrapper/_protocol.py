@@ -122,6 +122,11 @@ class ErrorPayload:
     value: JSONValue
     is_error: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        # §6.4: only a JSON object can be an error object; "_" is never sent next to anything else.
+        if self.is_error and not isinstance(self.value, dict):
+            object.__setattr__(self, "is_error", False)
+
     @property
     def message(self) -> str:
         """Human-readable text of the payload, as PROTOCOL.md §6.4 derives it."""
@@ -164,7 +169,11 @@ def error_from_exception(exc: BaseException, error_to_json: ErrorToJSON | None =
                 return ErrorPayload(custom, True)
         except Exception:
             pass
-    text = str(exc) or type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    text = text or type(exc).__name__
     return ErrorPayload({"message": text}, True)
 
 
@@ -265,6 +274,8 @@ def _channel_id(h: JSONValue) -> int | Literal[False] | None:
     if type(h) is int:
         return h if 1 <= h <= MAX_ID else False
     if type(h) is str and h.isascii() and h.isdigit():
+        if len(h.lstrip("0")) > len(str(MAX_ID)):  # also avoids int()'s digit limit
+            return False
         value = int(h)
         return value if 1 <= value <= MAX_ID else False
     return False
@@ -357,6 +368,8 @@ def encode_rejection(id: int, payload: ErrorPayload, *, error_flag: bool = False
 
     An ``e`` that cannot be encoded is replaced by ``{"message": <encoder error>}`` (§6.2).
     """
+    if payload.value is None:
+        payload = error_from_value(None)
     try:
         body = _error_fields(payload, error_flag)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -366,7 +379,9 @@ def encode_rejection(id: int, payload: ErrorPayload, *, error_flag: bool = False
 
 def _reason_fields(reason: ErrorPayload | None, error_flag: bool) -> str:
     try:
-        return _error_fields(reason or DEFAULT_ABORT_REASON, error_flag)
+        if reason is None or reason.value is None:
+            reason = DEFAULT_ABORT_REASON
+        return _error_fields(reason, error_flag)
     except (TypeError, ValueError, RecursionError) as exc:
         return _error_fields(ErrorPayload({"message": str(exc)}, True), error_flag)
 
