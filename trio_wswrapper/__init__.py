@@ -5,8 +5,9 @@ a plain WebSocket, wire-compatible with the JavaScript ws-wrapper and the Go
 ws-server-wrapper-go. This module only re-exports the public names.
 """
 
+from ._cancel import CancelSource
 from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_channel
-from ._client import Client, ClientStatistics, current_client
+from ._client import Client, ClientStatistics, cancel_reason, current_client
 from ._config import Options
 from ._errors import (
     ChannelClosed,
@@ -29,6 +30,7 @@ from ._version import __version__
 
 __all__ = [
     "AnonymousChannel",
+    "CancelSource",
     "Channel",
     "ChannelClosed",
     "Client",
@@ -50,6 +52,7 @@ __all__ = [
     "TrioWebsocketTransport",
     "WSWrapperError",
     "__version__",
+    "cancel_reason",
     "channel",
     "current_client",
     "memory_transport_pair",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -167,8 +166,18 @@ class AnonymousChannel(Registry):
         else:
             self._abort_nowait(None if isinstance(exc, trio.Cancelled) else exc)
 
-    def __aiter__(self) -> AsyncIterator[tuple[Any, tuple[Any, ...]]]:
-        return self._events()
+    def __aiter__(self) -> AnonymousChannel:
+        return self
+
+    async def __anext__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A plain iterator, not an async generator: leaving ``async for`` early must not leave
+        # an unfinished generator behind (Trio warns when one is garbage collected).
+        try:
+            return await self.receive()
+        except ChannelClosed as closed:
+            if closed.reason is None:
+                raise StopAsyncIteration from None
+            raise
 
     async def receive(self) -> tuple[Any, tuple[Any, ...]]:
         """The next buffered event as ``(name, args)``; raises :class:`ChannelClosed` at the end.
@@ -192,16 +201,6 @@ class AnonymousChannel(Registry):
         return f"<trio_wswrapper.AnonymousChannel {self.id} {state}>"
 
     # -- internals ---------------------------------------------------------------------------
-
-    async def _events(self) -> AsyncIterator[tuple[Any, tuple[Any, ...]]]:
-        while True:
-            try:
-                item = await self.receive()
-            except ChannelClosed as closed:
-                if closed.reason is None:
-                    return
-                raise
-            yield item
 
     def _check_announced(self) -> None:
         if not self._announced:
@@ -280,33 +279,38 @@ class StreamIterator:
         channel = self._channel
         if self._done:
             raise StopAsyncIteration
-        if not self._started:
-            if channel._iterating:
-                raise RuntimeError("this channel is already being iterated")
-            if channel._closed is not None:
-                raise ChannelClosed(proto.ITERATION_CLOSED, channel._closed.reason)
-            channel._iterating = True
-            self._started = True
-            await channel.emit("start")
-        while True:
-            try:
-                name, args = await channel.receive()
-            except ChannelClosed as closed:
-                self._finish()
-                raise ChannelClosed(proto.ITERATION_CLOSED, closed.reason) from None
-            if name != "next":
-                continue
-            payload = args[0] if args else None
-            if isinstance(payload, dict):
-                if proto._truthy(payload.get("done")):
+        # "Concurrent" means another pull is in progress: an iteration left with ``break``
+        # gets no signal, so it must not block the next one (§10.3).
+        if channel._iterating:
+            raise RuntimeError("this channel is already being iterated")
+        if not self._started and channel._closed is not None:
+            self._finish()
+            raise ChannelClosed(proto.ITERATION_CLOSED, channel._closed.reason)
+        channel._iterating = True
+        try:
+            if not self._started:
+                self._started = True
+                await channel.emit("start")
+            while True:
+                try:
+                    name, args = await channel.receive()
+                except ChannelClosed as closed:
                     self._finish()
-                    raise StopAsyncIteration
-                return payload.get("value")
-            return None
+                    raise ChannelClosed(proto.ITERATION_CLOSED, closed.reason) from None
+                if name != "next":
+                    continue
+                payload = args[0] if args else None
+                if isinstance(payload, dict):
+                    if proto._truthy(payload.get("done")):
+                        self._finish()
+                        raise StopAsyncIteration
+                    return payload.get("value")
+                return None
+        finally:
+            channel._iterating = False
 
     def _finish(self) -> None:
         self._done = True
-        self._channel._iterating = False
 
     async def aclose(self) -> None:
         """Stop iterating; sends nothing and leaves the channel open (§10.3)."""

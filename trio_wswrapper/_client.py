@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from . import _cancel
 from . import _protocol as proto
 from ._config import Options
 from ._errors import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ._channels import AnonymousChannel, Channel
     from ._server import Server
 
-__all__ = ["Client", "current_client"]
+__all__ = ["Client", "cancel_reason", "current_client"]
 
 logger = logging.getLogger("trio_wswrapper")
 
@@ -56,6 +57,19 @@ def current_client() -> Client:
         return _current_client.get()
     except LookupError:
         raise RuntimeError("current_client() is only available inside a handler") from None
+
+
+def cancel_reason() -> ErrorPayload | None:
+    """Inside a request handler: the peer's reason if it cancelled this request, else None.
+
+    The reason is decoded as PROTOCOL.md §6.4 says (``"x":null`` gives a payload whose value is
+    None). Read it after catching :class:`trio.Cancelled`, or in a ``finally`` block. Raises
+    :class:`RuntimeError` outside request handlers (and the tasks they start).
+    """
+    active = _current_request.get()
+    if active is None:
+        raise RuntimeError("cancel_reason() is only available inside a request handler")
+    return active.reason
 
 
 class _Pending:
@@ -266,11 +280,13 @@ class Client(Registry):
                     await pending.done.wait()
                 if not pending.done.is_set():
                     raise RequestTimeout
-        except BaseException:
-            self._cancel_outbound(gen, rid, None)
+        except BaseException as exc:
+            reason = None if isinstance(exc, RequestTimeout) else _cancel.cancel_payload()
+            self._cancel_outbound(gen, rid, reason)
             raise
         if pending.error is not None:
             raise pending.error
+        _cancel.attach(pending.value)
         return pending.value
 
     def _cancel_outbound(self, gen: _Generation, rid: int, reason: ErrorPayload | None) -> None:
@@ -489,12 +505,11 @@ class Client(Registry):
                 return None, None, proto.unknown_channel_text(c)
             tables = [t._table for t in (own, shared) if t is not None]
         if type(name) is str:
+            # connection once > connection on > server once > server on (§7.1)
             for table in tables:
                 handler = table.once.get(name)
-                if handler is not None:
-                    return table, handler, None
-            for table in tables:
-                handler = table.on.get(name)
+                if handler is None:
+                    handler = table.on.get(name)
                 if handler is not None:
                     return table, handler, None
         return None, None, None

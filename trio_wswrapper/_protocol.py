@@ -274,9 +274,10 @@ def _channel_id(h: JSONValue) -> int | Literal[False] | None:
     if type(h) is int:
         return h if 1 <= h <= MAX_ID else False
     if type(h) is str and h.isascii() and h.isdigit():
-        if len(h.lstrip("0")) > len(str(MAX_ID)):  # also avoids int()'s digit limit
+        digits = h.lstrip("0")
+        if len(digits) > len(str(MAX_ID)):  # also avoids int()'s digit limit (ValueError)
             return False
-        value = int(h)
+        value = int(digits or "0")
         return value if 1 <= value <= MAX_ID else False
     return False
 

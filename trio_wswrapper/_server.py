@@ -349,6 +349,9 @@ async def open_client(
                 finally:
                     with trio.CancelScope(shield=True):
                         await client._close(1000, "", user=True)
+                        # trio-websocket 0.12.2 leaves a client's TCP stream open when the
+                        # server closed first; close it so the socket is not leaked.
+                        await ws._close_stream()
     except BaseExceptionGroup as group:
         error = _collapse(group)
         if error is group:

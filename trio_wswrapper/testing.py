@@ -44,6 +44,9 @@ async def open_test_client(
             request = await trio_websocket.wrap_server_stream(inner, server_stream, max_message_size=size)
             ws = await request.accept()
             await server.accept(ws)
+            # As Server.serve does: trio-websocket leaves the stream open when the server
+            # closed first (1009, 1011), and the client would wait for its end for ever.
+            await trio.aclose_forcefully(server_stream)
             inner.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
