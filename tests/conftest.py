@@ -39,8 +39,8 @@ class _Tap:
     async def receive(self) -> str | bytes:
         return await self._inner.receive()
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        await self._inner.aclose(code, reason)
+    async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
+        await self._inner.aclose(code, reason, wait=wait)
 
     async def ping(self) -> None:
         await self._inner.ping()

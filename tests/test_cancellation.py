@@ -164,8 +164,8 @@ class _HookTransport:
         self.hook()
         return await self.inner.receive()
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        await self.inner.aclose(code, reason)
+    async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
+        await self.inner.aclose(code, reason, wait=wait)
 
     async def ping(self) -> None:
         await self.inner.ping()
@@ -855,3 +855,44 @@ def _bounded(test: Any) -> Any:
 for _name, _test in list(globals().items()):
     if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
         globals()[_name] = _bounded(_test)
+
+
+class _AfterReceive(_HookTransport):
+    """Runs ``hook(frame)`` after a frame arrived and before the reader processes it."""
+
+    async def receive(self) -> str | bytes:
+        frame = await self.inner.receive()
+        self.hook(frame)
+        return frame
+
+
+async def test_channel_answer_matched_after_the_caller_was_cancelled_is_aborted(autojump_clock):
+    """§9.3: the request's cancellation is inherited by the channel it produced.
+
+    The caller's scope is cancelled, then, before the caller runs, the reader matches the
+    creation frame: the caller never receives the channel, so it is aborted, not orphaned.
+    """
+    client = wsw.Client()
+    ours, theirs = wsw.memory_transport_pair()
+    transport = _AfterReceive(theirs)
+    peer = RawPeer(ours)
+    outcome: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client._run, transport)
+        scope = trio.CancelScope()
+
+        async def call() -> None:
+            with scope:
+                outcome.append(await client.request("chan"))
+            outcome.append(scope.cancelled_caught)
+
+        nursery.start_soon(call)
+        assert await peer.receive() == '{"a":["chan"],"i":1}'
+        transport.hook = lambda frame: scope.cancel() if frame == '{"i":1,"h":1}' else None
+        await peer.send('{"i":1,"h":1}')
+        assert await peer.receive() == '{"h":1,"x":{"message":"Request aborted"},"_":1}'
+        await trio.sleep(1)
+        assert outcome == [True]
+        assert client.statistics().open_channels == 0
+        await peer.expect_silence(1)
+        await client.aclose()

@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "cancel_reason",
     "channel",
     "current_client",
+    "iterable_handler",
     "memory_transport_pair",
     "open_channel",
     "open_client",

@@ -640,3 +640,68 @@ def _bounded(test: Any) -> Any:
 for _name, _test in list(globals().items()):
     if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
         globals()[_name] = _bounded(_test)
+
+
+# -- iterable_handler: callables returning iterables (§10.2 marker) -----------------------------
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+async def test_iterable_handler_streams_what_it_returns(server, autojump_clock, style):
+    closed: list[str] = []
+
+    def numbers(n: int) -> Any:
+        try:
+            yield from range(n)
+        finally:
+            closed.append("closed")
+
+    if style == "sync":
+        server.on("nums", wsw.iterable_handler(numbers))
+    else:
+
+        async def build(n: int) -> Any:
+            await trio.sleep(0)
+            return numbers(n)
+
+        server.on("nums", wsw.iterable_handler(build))
+
+    async with open_raw_peer(server) as peer:
+        await peer.send('{"a":["nums",2],"i":1}')
+        assert await peer.receive() == '{"i":1,"h":1}'
+        await peer.expect_silence(1)
+        await peer.send(START)
+        assert await peer.receive() == item(0)
+        assert await peer.receive() == item(1)
+        assert await peer.receive() == DONE
+    assert closed == ["closed"]
+
+
+@pytest.mark.parametrize("result", [5, None, "text", {"a": 1}])
+async def test_iterable_handler_rejects_non_iterables(server, autojump_clock, result):
+    server.on("bad", wsw.iterable_handler(lambda: result))
+    async with open_raw_peer(server) as peer:
+        await peer.send('{"a":["bad"],"i":1}')
+        assert await peer.receive() == (
+            '{"i":1,"e":{"message":"iterableHandler: handler must return a sync or async iterable"},"_":1}'
+        )
+        await peer.expect_silence(1)
+
+
+async def test_iterable_handler_invoked_as_an_event_is_not_iterated(server, autojump_clock):
+    calls: list[int] = []
+    server.on("nums", wsw.iterable_handler(lambda: calls.append(1) or range(3)))
+    async with open_raw_peer(server) as peer:
+        await peer.send('{"a":["nums"]}')
+        await peer.expect_silence(1)
+    assert calls == []
+
+
+async def test_iterable_handler_consumed_by_our_client(server, autojump_clock):
+    @server.on("letters")
+    @wsw.iterable_handler
+    def letters(word: str) -> Any:
+        return list(word)
+
+    async with open_test_client(server) as client:
+        channel = await client.request("letters", "abc")
+        assert [v async for v in channel.iterate()] == ["a", "b", "c"]

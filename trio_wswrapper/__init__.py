@@ -17,6 +17,7 @@ from ._errors import (
     RequestTimeout,
     WSWrapperError,
 )
+from ._handlers import iterable_handler
 from ._protocol import ErrorPayload, Limits
 from ._server import Server, ServerChannel, ServerStatistics, open_client
 from ._transport import (
@@ -55,6 +56,7 @@ __all__ = [
     "cancel_reason",
     "channel",
     "current_client",
+    "iterable_handler",
     "memory_transport_pair",
     "open_channel",
     "open_client",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -395,9 +396,19 @@ async def serve_stream(
         payload = proto.message_payload(proto.ANON_UNSUPPORTED)
         return proto.encode_rejection(active.id, payload, error_flag=flag)
     try:
-        agen = handler.fn(*msg.args)
+        result = handler.fn(*msg.args)
+        if handler.kind == "stream" and hasattr(result, "__await__"):
+            result = await result
     except Exception as exc:
         return proto.encode_rejection(active.id, proto.error_from_exception(exc), error_flag=flag)
+    if hasattr(result, "__aiter__"):
+        agen = result.__aiter__()
+    elif hasattr(result, "__iter__") and not isinstance(result, (str, bytes, dict)):
+        agen = _iterate_sync(result)
+    else:
+        _close_iterable(result)
+        payload = proto.message_payload(proto.NOT_ITERABLE)
+        return proto.encode_rejection(active.id, payload, error_flag=flag)
     ch = AnonymousChannel(client, gen, active.id, announced=False)
     try:
         try:
@@ -425,6 +436,24 @@ async def serve_stream(
             await ch.emit("next", {"done": True})
             await ch.aclose()
     finally:
-        with trio.CancelScope(shield=True):
-            await agen.aclose()
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
     return None
+
+
+async def _iterate_sync(iterable: Any) -> AsyncIterator[Any]:
+    """Adapt a sync iterable to the async iteration the producer loop uses."""
+    iterator = iter(iterable)
+    try:
+        for item in iterator:
+            yield item
+    finally:
+        _close_iterable(iterator)
+
+
+def _close_iterable(value: object) -> None:
+    close = getattr(value, "close", None)
+    if callable(close) and not hasattr(value, "__aiter__"):
+        close()

@@ -120,6 +120,10 @@ class _Generation:
     #: Close code and reason we chose to send, and whether the application asked for it.
     close_sent: tuple[int, str] | None = None
     user_closed: bool = False
+    #: Close without waiting for the peer's reply (the local side is being cancelled).
+    prompt: bool = False
+    #: The close code and reason the generation ended with, once it is stopping.
+    outcome: ConnectionClosed | None = None
     error: BaseException | None = None
     finished: trio.Event = attrs.field(factory=trio.Event)
 
@@ -283,6 +287,12 @@ class Client(Registry):
         except BaseException as exc:
             reason = None if isinstance(exc, RequestTimeout) else _cancel.cancel_payload()
             self._cancel_outbound(gen, rid, reason)
+            if pending.done.is_set() and pending.error is None:
+                # Answered with a channel, but cancelled before the caller could take it: the
+                # channel inherits the request's cancellation (§9.3), so nothing is orphaned.
+                abort = getattr(pending.value, "_abort_nowait", None)
+                if abort is not None:
+                    abort(reason)
             raise
         if pending.error is not None:
             raise pending.error
@@ -327,7 +337,7 @@ class Client(Registry):
                     await self._reader(gen)
                 else:
                     task_status.started()
-                nursery.cancel_scope.cancel()
+                self._stop(gen)
         finally:
             with trio.CancelScope(shield=True):
                 await self._teardown(gen)
@@ -360,28 +370,62 @@ class Client(Registry):
                 listeners[:] = [(fn, once) for fn, once in listeners if not once]
         return found
 
-    async def _close(self, code: int, reason: str, *, user: bool) -> None:
+    async def _close(self, code: int, reason: str, *, user: bool, prompt: bool = False) -> None:
+        """Close the current generation; ``prompt`` skips flushing and the closing handshake."""
         gen = self._gen
         if gen is None:
             await trio.lowlevel.checkpoint()
             return
-        if gen.close_sent is None and gen.ended is None and not gen.finished.is_set():
+        if gen.close_sent is None and gen.ended is None and gen.outcome is None:
             gen.close_sent = (code, reason)
             gen.user_closed = user
-            with trio.move_on_after(self._options.close_timeout):
-                await gen.queue.drain()
-            gen.nursery.cancel_scope.cancel()
+            gen.prompt = prompt
+            if not prompt:
+                with trio.move_on_after(self._options.close_timeout):
+                    await gen.queue.drain()
+            self._stop(gen)
         await gen.finished.wait()
+
+    def _stop(self, gen: _Generation) -> None:
+        """Start ending ``gen`` in the order of §12.3: decide the close code and reason, discard
+        unsent frames, fail pending requests, cancel the handlers, then close the channels.
+
+        Idempotent; called by whichever of the reader, writer, heartbeat, ``aclose`` or the
+        final teardown notices the end first.
+        """
+        if gen.outcome is not None:
+            return
+        if gen.close_sent is not None:
+            code, reason = gen.close_sent
+        elif gen.ended is not None:
+            code, reason = gen.ended.code, gen.ended.reason
+            if code in (1009, 1006):
+                gen.error = gen.error or ConnectionClosed(code, reason)
+        else:
+            gen.close_sent = self._default_close
+            code, reason = self._default_close
+        closed = gen.outcome = ConnectionClosed(code, reason)
+        gen.queue.close(closed)
+        for pending in gen.pending.values():
+            pending.fail(closed)
+        gen.pending.clear()
+        gen.active.clear()
+        gen.nursery.cancel_scope.cancel()
+        for channel in list(gen.channels.values()):
+            channel._connection_lost(closed)
+        gen.channels.clear()
 
     async def _writer(self, gen: _Generation) -> None:
         queue, transport = gen.queue, gen.transport
         try:
             while True:
                 await transport.send(await queue.get())
+        except ConnectionClosed:
+            return  # the generation is stopping; unsent frames are discarded (§12.3)
         except TransportClosed as closed:
             if gen.ended is None:
                 gen.ended = closed
-            gen.nursery.cancel_scope.cancel()
+            self._stop(gen)
 
     async def _heartbeat(self, gen: _Generation, interval: float) -> None:
         # A ping unanswered until the next one is due means the peer is gone (§13).
@@ -397,32 +441,16 @@ class Client(Registry):
             gen.error = ConnectionClosed(1011, "keepalive ping timeout")
             if gen.close_sent is None:
                 gen.close_sent = (1011, "keepalive ping timeout")
-            gen.nursery.cancel_scope.cancel()
+            self._stop(gen)
             return
 
     async def _teardown(self, gen: _Generation) -> None:
-        """End a generation in the order of §12.3, then run the ``close`` listeners."""
-        if gen.close_sent is not None:
-            code, reason = gen.close_sent
-            if gen.ended is None:
-                await gen.transport.aclose(code, reason)
-        elif gen.ended is not None:
-            code, reason = gen.ended.code, gen.ended.reason
-            if code in (1009, 1006):
-                gen.error = gen.error or ConnectionClosed(code, reason)
-        else:
-            code, reason = self._default_close
-            gen.close_sent = self._default_close
-            await gen.transport.aclose(code, reason)
-        closed = ConnectionClosed(code, reason)
-        gen.queue.close(closed)
-        for pending in gen.pending.values():
-            pending.fail(closed)
-        gen.pending.clear()
-        gen.active.clear()
-        for channel in list(gen.channels.values()):
-            channel._connection_lost(closed)
-        gen.channels.clear()
+        """Finish ending a generation: close the transport, then run the ``close`` listeners."""
+        self._stop(gen)
+        assert gen.outcome is not None
+        code, reason = gen.outcome.code or 1006, gen.outcome.reason
+        if gen.close_sent is not None and gen.ended is None:
+            await gen.transport.aclose(code, reason, wait=not gen.prompt)
         token = _current_client.set(self)
         try:
             if gen.error is not None:
@@ -458,16 +486,19 @@ class Client(Registry):
                 self._fire_message(frame)
             msg = decode(frame)
             kind = type(msg)
-            if kind is Incoming:
-                await self._on_incoming(gen, msg)  # type: ignore[arg-type]
-            elif kind is Answer:
-                await self._on_answer(gen, msg)  # type: ignore[arg-type]
-            elif kind is Cancel:
-                self._on_cancel(gen, msg)  # type: ignore[arg-type]
-            elif kind is Abort:
-                self._on_abort(gen, msg)  # type: ignore[arg-type]
-            elif logger.isEnabledFor(logging.DEBUG):
-                logger.debug("%r: ignored frame (%s)", self, msg.reason)  # type: ignore[union-attr]
+            try:
+                if kind is Incoming:
+                    await self._on_incoming(gen, msg)  # type: ignore[arg-type]
+                elif kind is Answer:
+                    await self._on_answer(gen, msg)  # type: ignore[arg-type]
+                elif kind is Cancel:
+                    self._on_cancel(gen, msg)  # type: ignore[arg-type]
+                elif kind is Abort:
+                    self._on_abort(gen, msg)  # type: ignore[arg-type]
+                elif logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("%r: ignored frame (%s)", self, msg.reason)  # type: ignore[union-attr]
+            except ConnectionClosed:
+                return  # stopped while replying; the teardown takes over
 
     def _fire_message(self, frame: str | bytes) -> None:
         token = _current_client.set(self)
@@ -586,7 +617,7 @@ class Client(Registry):
             gen.running -= 1
 
     async def _invoke_event(self, handler: Handler, msg: Incoming) -> None:
-        if handler.kind == "asyncgen":
+        if handler.kind in ("asyncgen", "stream"):
             logger.debug("%r: streaming handler %r invoked as an event; not iterated", self, msg.name)
             return
         try:
@@ -602,7 +633,7 @@ class Client(Registry):
         """Run a request handler under its cancel scope; return the answer frame, if any."""
         rid = active.id
         flag = self._options.error_flag
-        if handler.kind == "asyncgen":
+        if handler.kind in ("asyncgen", "stream"):
             from ._channels import serve_stream
 
             with active.scope:

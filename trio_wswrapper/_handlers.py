@@ -6,6 +6,7 @@ async generator is decided here, never per message.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import attrs
 
 from ._protocol import RESERVED_NAMES, check_event_name
 
-__all__ = ["Handler", "HandlerTable", "LIFECYCLE_ALIASES", "Registry"]
+__all__ = ["Handler", "HandlerTable", "LIFECYCLE_ALIASES", "Registry", "iterable_handler"]
 
 logger = logging.getLogger("trio_wswrapper")
 
@@ -32,7 +33,26 @@ LIFECYCLE_ALIASES: Final = {
 }
 assert set(LIFECYCLE_ALIASES) == RESERVED_NAMES
 
-HandlerKind = Literal["sync", "async", "asyncgen"]
+HandlerKind = Literal["sync", "async", "asyncgen", "stream"]
+
+_ITERABLE_MARK = "__wsw_iterable__"
+
+
+def iterable_handler(fn: F) -> F:
+    """Mark ``fn`` as a streaming handler that *returns* a sync or async iterable.
+
+    Like JavaScript ws-wrapper's ``iterableHandler``: the request is answered with an anonymous
+    channel that streams the iterable's items (PROTOCOL.md §10.2). Async generator functions
+    stream without this marker. ``fn`` may be sync or async; if what it returns is not
+    iterable, the request is rejected.
+    """
+
+    @functools.wraps(fn)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    setattr(marked, _ITERABLE_MARK, True)
+    return marked  # type: ignore[return-value]
 
 
 @attrs.frozen(eq=False)
@@ -47,6 +67,8 @@ class Handler:
         """Inspect ``fn`` once and record how it must be called."""
         if not callable(fn):
             raise TypeError(f"handler must be callable, not {type(fn).__name__}")
+        if getattr(fn, _ITERABLE_MARK, False):
+            return cls(fn, "stream")
         target = inspect.unwrap(fn)
         if inspect.isasyncgenfunction(target):
             return cls(fn, "asyncgen")

@@ -285,6 +285,12 @@ def _collapse(group: BaseExceptionGroup[Any]) -> BaseException:
     return leaves[0] if len(leaves) == 1 else group
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
 @asynccontextmanager
 async def open_client(
     url: str,
@@ -344,11 +350,17 @@ async def open_client(
             async with trio.open_nursery() as nursery:
                 transport = TrioWebsocketTransport(ws, client._options.close_timeout)
                 await nursery.start(client._run, transport)
+                cancelled = False
                 try:
                     yield client
+                except BaseException as exc:
+                    # A cancelled body has also cancelled trio-websocket's reader, so nothing
+                    # would read the peer's close reply: close without waiting for it.
+                    cancelled = _is_cancellation(exc)
+                    raise
                 finally:
                     with trio.CancelScope(shield=True):
-                        await client._close(1000, "", user=True)
+                        await client._close(1000, "", user=True, prompt=cancelled)
                         # trio-websocket 0.12.2 leaves a client's TCP stream open when the
                         # server closed first; close it so the socket is not leaked.
                         await ws._close_stream()

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import attrs
 import trio
 import trio_websocket
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 __all__ = [
     "MemoryTransport",
@@ -39,14 +41,16 @@ class Transport(Protocol):
 
     ``receive`` and ``send`` raise :class:`TransportClosed` once the connection is closed.
     ``send`` is called by one task at a time. ``aclose`` starts or completes the closing
-    handshake and is idempotent. ``ping`` sends a ping and returns when its pong arrives.
+    handshake and is idempotent; with ``wait=False`` it sends the close frame but does not
+    wait for the peer's reply (used when the tasks that would read it are being cancelled).
+    ``ping`` sends a ping and returns when its pong arrives.
     """
 
     async def send(self, message: str) -> None: ...
 
     async def receive(self) -> str | bytes: ...
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+    async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None: ...
 
     async def ping(self) -> None: ...
 
@@ -76,13 +80,24 @@ class TrioWebsocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc.reason) from None
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
+        ws = self.ws
+        if not wait:
+            # trio-websocket has no public "send close, don't wait" call; its reader task may
+            # already be cancelled, so waiting for the reply would only run out the timeout.
+            with trio.move_on_after(self.close_timeout):
+                if ws.closed is None and ws._wsproto.state == ConnectionState.OPEN:
+                    with contextlib.suppress(trio_websocket.ConnectionClosed):
+                        await ws._send(CloseConnection(code=code, reason=reason or None))
+            with trio.CancelScope(shield=True):
+                await ws._close_stream()
+            return
         # trio-websocket waits for the peer's close frame; a silent peer must not hang us.
         with trio.move_on_after(self.close_timeout) as scope:
-            await self.ws.aclose(code, reason or None)
+            await ws.aclose(code, reason or None)
         if scope.cancelled_caught:
             with trio.CancelScope(shield=True):
-                await self.ws._close_stream()
+                await ws._close_stream()
 
     async def ping(self) -> None:
         try:
@@ -130,7 +145,7 @@ class MemoryTransport:
             raise self.closed
         return message
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
         if self.closed is not None:
             return
         self._mark_closed(TransportClosed(code, reason))
