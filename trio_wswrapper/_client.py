@@ -483,7 +483,7 @@ class Client(Registry):
                     gen.ended = closed
                 return
             if self._lifecycle["message"] or (self._server and self._server._lifecycle["message"]):
-                self._fire_message(frame)
+                await self._fire_message(frame)
             msg = decode(frame)
             kind = type(msg)
             try:
@@ -500,14 +500,16 @@ class Client(Registry):
             except ConnectionClosed:
                 return  # stopped while replying; the teardown takes over
 
-    def _fire_message(self, frame: str | bytes) -> None:
+    async def _fire_message(self, frame: str | bytes) -> None:
+        # Awaited by the reader, in frame order: an async listener slows reading (the peer sees
+        # TCP backpressure) instead of piling up one task per frame.
         token = _current_client.set(self)
         try:
             for fn in self._lifecycle_listeners("message"):
                 try:
                     result = fn(self, frame)
                     if hasattr(result, "__await__"):
-                        self._gen.nursery.start_soon(_await, result)  # type: ignore[union-attr]
+                        await result
                 except Exception:
                     logger.exception("message listener failed")
         finally:
@@ -709,13 +711,6 @@ class Client(Registry):
             logger.debug("%r: ignored abort of unknown channel %d", self, msg.anon)
             return
         channel._peer_aborted(msg.reason)
-
-
-async def _await(awaitable: Any) -> None:
-    try:
-        await awaitable
-    except Exception:
-        logger.exception("message listener failed")
 
 
 @attrs.frozen
