@@ -20,7 +20,7 @@ from . import _protocol as proto
 from ._client import _Active, _current_client, _current_request, _Generation
 from ._errors import ChannelClosed, ConnectionClosed, ProtocolError
 from ._handlers import Handler, HandlerTable, Registry
-from ._protocol import ErrorPayload
+from ._protocol import ErrorPayload, ErrorToJSON
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -71,7 +71,7 @@ class Channel(Registry):
         return f"<trio_wswrapper.Channel {self.name!r}>"
 
 
-def reason_payload(reason: object) -> ErrorPayload | None:
+def reason_payload(reason: object, error_to_json: ErrorToJSON | None = None) -> ErrorPayload | None:
     """The ``x`` payload for a cancellation or abort reason (§6.3); None means the default."""
     if reason is None:
         return None
@@ -81,7 +81,7 @@ def reason_payload(reason: object) -> ErrorPayload | None:
         payload = getattr(reason, "payload", None)
         if isinstance(payload, ErrorPayload):
             return payload if payload.value is not None else None
-        return proto.error_from_exception(reason)
+        return proto.error_from_exception(reason, error_to_json)
     return proto.error_from_value(reason)
 
 
@@ -185,12 +185,17 @@ class AnonymousChannel(Registry):
 
         Buffered events are delivered before the closure is reported.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while not self._buffer:
             if self._closed is not None:
                 raise self._closed
+            parked = True
             await self._waiters.park()
+        # Taken only once no cancellation can intervene, so an event is never lost (§9.4).
         item = self._buffer.popleft()
-        await trio.lowlevel.checkpoint()
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return item
 
     def iterate(self) -> StreamIterator:
@@ -204,6 +209,9 @@ class AnonymousChannel(Registry):
     # -- internals ---------------------------------------------------------------------------
 
     def _check_announced(self) -> None:
+        if self._gen.compat != "v4":
+            # A creation frame from a peer in a compat mode: answerable, but never with "h" (§14.2).
+            raise ProtocolError(proto.ANON_UNSUPPORTED)
         if not self._announced:
             raise ProtocolError("the channel is not announced yet; return it from the handler first")
 
@@ -214,10 +222,17 @@ class AnonymousChannel(Registry):
     def _abort_nowait(self, reason: object) -> None:
         if self._closed is not None:
             return
-        payload = reason_payload(reason)
-        if self._announced and self._gen.queue.closed is None and self._gen.channels.get(self.id) is self:
-            flag = self._client._options.error_flag
-            self._gen.queue.put_nowait(proto.encode_abort(self.id, payload, error_flag=flag), force=True)
+        options = self._client._options
+        payload = reason_payload(reason, options.error_to_json)
+        gen = self._gen
+        if (
+            self._announced
+            and gen.compat == "v4"
+            and gen.queue.closed is None
+            and gen.channels.get(self.id) is self
+        ):
+            flag = options.error_flag
+            gen.queue.put_nowait(proto.encode_abort(self.id, payload, error_flag=flag), force=True)
         self._close(ChannelClosed("channel aborted", payload or proto.DEFAULT_ABORT_REASON))
 
     def _close(self, closed: ChannelClosed) -> None:
@@ -318,11 +333,17 @@ class StreamIterator:
         self._finish()
         await trio.lowlevel.checkpoint()
 
-    async def athrow(self, exc: BaseException) -> Any:
-        """Abort the channel with ``exc`` and raise it (§10.3)."""
+    async def athrow(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> Any:
+        """Abort the channel with the exception and raise it (§10.3), as a generator would."""
+        exc = typ if isinstance(typ, BaseException) else (val if val is not None else typ())
         self._finish()
         await self._channel.abort(exc)
-        raise exc
+        raise exc.with_traceback(tb) if tb is not None else exc
 
 
 def _request_context() -> tuple[Client, _Active]:
@@ -339,6 +360,10 @@ def channel() -> AnonymousChannel:
     of a resolution and lives until either side closes or aborts it.
     """
     client, active = _request_context()
+    return _request_channel(client, active)
+
+
+def _request_channel(client: Client, active: _Active) -> AnonymousChannel:
     gen = client._gen
     assert gen is not None
     if gen.compat != "v4":
@@ -357,8 +382,8 @@ class _OpenChannel:
         self._channel: AnonymousChannel | None = None
 
     async def __aenter__(self) -> AnonymousChannel:
-        ch = channel()
-        _client, active = _request_context()
+        client, active = _request_context()
+        ch = _request_channel(client, active)
         ch._announce(active)
         self._channel = ch
         await trio.lowlevel.checkpoint()
@@ -399,16 +424,16 @@ async def serve_stream(
         result = handler.fn(*msg.args)
         if handler.kind == "stream" and hasattr(result, "__await__"):
             result = await result
+        if hasattr(result, "__aiter__"):
+            agen = result.__aiter__()
+        elif hasattr(result, "__iter__") and not isinstance(result, (str, bytes, dict)):
+            agen = _iterate_sync(result)
+        else:
+            _close_iterable(result)
+            payload = proto.message_payload(proto.NOT_ITERABLE)
+            return proto.encode_rejection(active.id, payload, error_flag=flag)
     except Exception as exc:
-        return proto.encode_rejection(active.id, proto.error_from_exception(exc), error_flag=flag)
-    if hasattr(result, "__aiter__"):
-        agen = result.__aiter__()
-    elif hasattr(result, "__iter__") and not isinstance(result, (str, bytes, dict)):
-        agen = _iterate_sync(result)
-    else:
-        _close_iterable(result)
-        payload = proto.message_payload(proto.NOT_ITERABLE)
-        return proto.encode_rejection(active.id, payload, error_flag=flag)
+        return proto.encode_rejection(active.id, client._failure_payload(exc), error_flag=flag)
     ch = AnonymousChannel(client, gen, active.id, announced=False)
     try:
         try:
@@ -438,8 +463,16 @@ async def serve_stream(
     finally:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
-            with trio.CancelScope(shield=True):
-                await aclose()
+            # Shielded so the generator's finally blocks run even when the connection is being
+            # cancelled, but bounded: a cleanup that blocks must not hold the teardown.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + client._options.close_timeout
+                try:
+                    await aclose()
+                except Exception:
+                    logger.exception("closing the stream of %r failed", msg.name)
+            if scope.cancelled_caught:
+                logger.warning("closing the stream of %r timed out", msg.name)
     return None
 
 

@@ -124,6 +124,10 @@ class _Generation:
     prompt: bool = False
     #: The close code and reason the generation ended with, once it is stopping.
     outcome: ConnectionClosed | None = None
+    #: The task running the teardown (and so the close and error listeners).
+    teardown_task: trio.lowlevel.Task | None = None
+    #: The shielded scope of the write in progress, if any (see ``Client._writer``).
+    write_scope: trio.CancelScope | None = None
     error: BaseException | None = None
     finished: trio.Event = attrs.field(factory=trio.Event)
 
@@ -267,9 +271,13 @@ class Client(Registry):
         rid = self._next_id
         while rid in gen.channels:
             rid += 1
-        if rid > proto.MAX_ID:
-            raise ProtocolError("request ids exhausted on this client")
-        frame = proto.encode_event(name, args, channel=channel, anon=anon, id=rid)
+        try:
+            if rid > proto.MAX_ID:
+                raise ProtocolError("request ids exhausted on this client")
+            frame = proto.encode_event(name, args, channel=channel, anon=anon, id=rid)
+        except BaseException:
+            gen.queue.pass_turn()
+            raise
         self._next_id = rid + 1
         pending = _Pending()
         gen.pending[rid] = pending
@@ -326,21 +334,29 @@ class Client(Registry):
         options = self._options
         gen = _Generation(transport, SendQueue(options.limits.send_queue_size), self._peer_compat)
         self._gen = gen
+        started = False
         try:
             async with trio.open_nursery() as nursery:
                 gen.nursery = nursery
                 nursery.start_soon(self._writer, gen)
                 if options.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, gen, options.heartbeat_interval)
-                if await self._fire_open(gen):
-                    task_status.started()
+                opened = await self._fire_open(gen)
+                started = True
+                task_status.started()
+                if opened:
                     await self._reader(gen)
-                else:
-                    task_status.started()
                 self._stop(gen)
         finally:
+            if gen.outcome is None:
+                # Cancelled from outside: the same cancellation has stopped whatever would read
+                # the peer's close reply (trio-websocket's reader), so do not wait for it.
+                gen.prompt = True
             with trio.CancelScope(shield=True):
                 await self._teardown(gen)
+            if not started:
+                # Stopped while the open listeners ran: the caller gets a closed client.
+                task_status.started()
 
     async def _fire_open(self, gen: _Generation) -> bool:
         token = _current_client.set(self)
@@ -373,7 +389,8 @@ class Client(Registry):
     async def _close(self, code: int, reason: str, *, user: bool, prompt: bool = False) -> None:
         """Close the current generation; ``prompt`` skips flushing and the closing handshake."""
         gen = self._gen
-        if gen is None:
+        if gen is None or gen.teardown_task is trio.lowlevel.current_task():
+            # Not connected, or called by a close/error listener of this very teardown.
             await trio.lowlevel.checkpoint()
             return
         if gen.close_sent is None and gen.ended is None and gen.outcome is None:
@@ -410,6 +427,8 @@ class Client(Registry):
             pending.fail(closed)
         gen.pending.clear()
         gen.active.clear()
+        if gen.write_scope is not None:
+            gen.write_scope.deadline = trio.current_time() + self._options.close_timeout
         gen.nursery.cancel_scope.cancel()
         for channel in list(gen.channels.values()):
             channel._connection_lost(closed)
@@ -419,7 +438,15 @@ class Client(Registry):
         queue, transport = gen.queue, gen.transport
         try:
             while True:
-                await transport.send(await queue.get())
+                frame = await queue.get()
+                # A frame cut in half would corrupt the stream, so stopping the generation lets
+                # the current write finish, within the close timeout (_stop sets the deadline);
+                # a transport whose write is cut anyway can only drop the connection.
+                with trio.CancelScope(shield=True) as gen.write_scope:
+                    await transport.send(frame)
+                gen.write_scope = None
+                if gen.outcome is not None:
+                    return
         except ConnectionClosed:
             return  # the generation is stopping; unsent frames are discarded (§12.3)
         except TransportClosed as closed:
@@ -446,6 +473,7 @@ class Client(Registry):
 
     async def _teardown(self, gen: _Generation) -> None:
         """Finish ending a generation: close the transport, then run the ``close`` listeners."""
+        gen.teardown_task = trio.lowlevel.current_task()
         self._stop(gen)
         assert gen.outcome is not None
         code, reason = gen.outcome.code or 1006, gen.outcome.reason
@@ -524,27 +552,32 @@ class Client(Registry):
         """Find the handler for a root or named-channel message (§7.1), without consuming it.
 
         Returns (table, handler, error text); the error text is set when a request must be
-        rejected because the named channel does not exist.
+        rejected because the named channel does not exist. ``table`` is set only for a
+        ``once`` handler, which the caller removes from it when the handler is started.
         """
-        name = msg.name
         server = self._server
-        if msg.channel is None:
-            tables = [self._table, server._table] if server else [self._table]
+        c = msg.channel
+        if c is None:
+            own: HandlerTable | None = self._table
+            shared = server._table if server is not None else None
         else:
-            c = msg.channel
-            own = self._named.get(c) if type(c) is str else None
-            shared = server._named.get(c) if server and type(c) is str else None
-            if own is None and shared is None:
+            own_channel = self._named.get(c) if type(c) is str else None
+            shared_channel = server._named.get(c) if server is not None and type(c) is str else None
+            if own_channel is None and shared_channel is None:
                 return None, None, proto.unknown_channel_text(c)
-            tables = [t._table for t in (own, shared) if t is not None]
+            own = own_channel._table if own_channel is not None else None
+            shared = shared_channel._table if shared_channel is not None else None
+        name = msg.name
         if type(name) is str:
             # connection once > connection on > server once > server on (§7.1)
-            for table in tables:
-                handler = table.once.get(name)
-                if handler is None:
+            for table in (own, shared):
+                if table is not None:
+                    handler = table.once.get(name)
+                    if handler is not None:
+                        return table, handler, None
                     handler = table.on.get(name)
-                if handler is not None:
-                    return table, handler, None
+                    if handler is not None:
+                        return None, handler, None
         return None, None, None
 
     async def _on_incoming(self, gen: _Generation, msg: Incoming) -> None:
@@ -556,7 +589,8 @@ class Client(Registry):
             logger.debug("%r: ignored request reusing active id %d", self, rid)
             return
         anon = msg.anon
-        table: HandlerTable | None
+        once_table: HandlerTable | None = None
+        handler: Handler | None = None
         if anon is not None:
             channel = gen.channels.get(anon)
             if channel is None:
@@ -570,8 +604,13 @@ class Client(Registry):
                 if rid is not None:
                     await self._reject(gen, rid, text)
                 return
-            table = channel._table
-            handler = table.once.get(msg.name) or table.on.get(msg.name) if type(msg.name) is str else None
+            if type(msg.name) is str:
+                table = channel._table
+                handler = table.once.get(msg.name)
+                if handler is not None:
+                    once_table = table
+                else:
+                    handler = table.on.get(msg.name)
             if handler is None:
                 if rid is None:
                     channel._deliver(msg.name, msg.args)
@@ -579,7 +618,7 @@ class Client(Registry):
                     await self._reject(gen, rid, proto.no_listener_text(msg.name, anon=anon))
                 return
         else:
-            table, handler, missing = self._lookup(msg)
+            once_table, handler, missing = self._lookup(msg)
             if handler is None:
                 if rid is not None:
                     await self._reject(gen, rid, missing or proto.no_listener_text(msg.name, msg.channel))
@@ -590,8 +629,8 @@ class Client(Registry):
             else:
                 logger.warning("%r: dropped event %r: too many concurrent handlers", self, msg.name)
             return
-        if table is not None and table.once.get(msg.name) is handler:
-            del table.once[msg.name]
+        if once_table is not None:
+            del once_table.once[msg.name]
         active = None
         if rid is not None:
             active = gen.active[rid] = _Active(rid)
@@ -609,8 +648,9 @@ class Client(Registry):
             _current_request.set(active)
             frame = await self._invoke_request(gen, handler, msg, active)
             if frame is not None and gen.active.get(active.id) is active:
+                # Committing the answer and handing it to the send path is one step (§8.2).
                 del gen.active[active.id]
-                await gen.send(frame)
+                gen.queue.put_nowait(frame, force=True)
         except WSWrapperError as exc:
             logger.debug("%r: handler for %r ended with %r", self, msg.name, exc)
         except Exception:
@@ -646,15 +686,9 @@ class Client(Registry):
                 result = handler.fn(*msg.args)
                 if handler.kind == "async" or hasattr(result, "__await__"):
                     result = await result
-            except RemoteError as exc:
-                payload = exc.payload
-                if payload.value is None:
-                    payload = proto.error_from_value(None)
-                return proto.encode_rejection(rid, payload, error_flag=flag)
             except Exception as exc:
                 logger.debug("handler for request %r failed: %r", msg.name, exc)
-                payload = proto.error_from_exception(exc, self._options.error_to_json)
-                return proto.encode_rejection(rid, payload, error_flag=flag)
+                return proto.encode_rejection(rid, self._failure_payload(exc), error_flag=flag)
             if active.channel is not None and result is active.channel:
                 try:
                     active.channel._announce(active)
@@ -668,6 +702,12 @@ class Client(Registry):
             except (TypeError, ValueError, RecursionError) as exc:
                 return proto.encode_rejection(rid, proto.message_payload(str(exc)), error_flag=flag)
         return None
+
+    def _failure_payload(self, exc: Exception) -> ErrorPayload:
+        """The rejection for a handler's exception (§6.2): a peer's error is forwarded as is."""
+        if isinstance(exc, RemoteError):
+            return exc.payload
+        return proto.error_from_exception(exc, self._options.error_to_json)
 
     async def _on_answer(self, gen: _Generation, msg: Answer) -> None:
         pending = gen.pending.pop(msg.id, None)

@@ -101,17 +101,6 @@ class HandlerTable:
             if handler is not None and (fn is None or handler.fn is fn):
                 del table[name]
 
-    def take(self, name: str) -> Handler | None:
-        """The handler to run for ``name``: a ``once`` (removed on selection) before an ``on``."""
-        handler = self.once.pop(name, None)
-        if handler is not None:
-            return handler
-        return self.on.get(name)
-
-    def has(self, name: str) -> bool:
-        """True when a handler for ``name`` is registered."""
-        return name in self.once or name in self.on
-
 
 class Registry:
     """Mixin for objects with ``on``/``once``/``off``: the decorator and call forms.

@@ -62,10 +62,30 @@ def compact_json(value: JSONValue) -> str:
 
 
 def _reject_constant(token: str) -> Any:
-    raise ValueError(f"invalid JSON token {token}")
+    raise json.JSONDecodeError(f"invalid JSON token {token}", token, 0)
+
+
+def _parse_big_int(text: str) -> int | float:
+    # Python refuses to parse integers of more than 4300 digits (a CPU-exhaustion guard);
+    # JavaScript reads such numbers as floats, and so do we (most become inf).
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 _loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+_loads_big = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_big_int).decode
+
+
+def _load(text: str) -> Any:
+    try:
+        return _loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Only the integer digit limit raises a plain ValueError: retry with the slow decoder.
+        return _loads_big(text)
 
 
 def is_valid_id(value: object) -> bool:
@@ -295,7 +315,7 @@ def decode(frame: str | bytes) -> Inbound:
         except UnicodeDecodeError:
             return _BAD_UTF8
     try:
-        msg = _loads(frame)
+        msg = _load(frame)
     except (ValueError, RecursionError, TypeError):
         return _NOT_JSON
     if type(msg) is not dict:

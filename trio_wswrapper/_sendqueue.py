@@ -15,9 +15,11 @@ class SendQueue:
     """Frames waiting for the writer, in the order they were handed over.
 
     Ordinary frames respect ``limit``: :meth:`put` waits for room and :meth:`put_nowait` raises
-    :class:`trio.WouldBlock`. Control frames (cancellations, aborts) are appended with
-    ``force=True`` and never dropped; they are bounded by the number of pending requests and
-    open channels. One queue keeps everything FIFO, so a cancellation always follows its request.
+    :class:`trio.WouldBlock`. Frames whose number is bounded elsewhere are appended with
+    ``force=True`` and never wait or get dropped: cancellations and aborts (one per pending
+    request or open channel), answers and channel announcements (one per running handler), and
+    a request frame whose caller already waited for room. One queue keeps everything FIFO, so a
+    cancellation always follows its request.
     """
 
     __slots__ = ("_frames", "_idle", "_limit", "_senders", "_writer", "_writing", "closed")
@@ -35,12 +37,21 @@ class SendQueue:
         return len(self._frames)
 
     async def wait_writable(self) -> None:
-        """Wait until an ordinary frame may be appended; raise if the queue is closed."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        """Wait until an ordinary frame may be appended; raise if the queue is closed.
+
+        Always a checkpoint. The caller must append without a checkpoint in between, or call
+        :meth:`pass_turn` if it gives up, so that the next waiting sender is not left parked.
+        """
+        await trio.lowlevel.checkpoint()
         while len(self._frames) >= self._limit and self.closed is None:
             await self._senders.park()
         if self.closed is not None:
             raise self.closed
+
+    def pass_turn(self) -> None:
+        """Wake the next waiting sender if there is room (after :meth:`wait_writable`)."""
+        if self._senders and len(self._frames) < self._limit:
+            self._senders.unpark()
 
     async def put(self, frame: str) -> None:
         """Append ``frame``, waiting while the queue is full (backpressure)."""

@@ -184,10 +184,7 @@ class Server(Registry):
         try:
             await client._run(transport)
         except BaseExceptionGroup as group:
-            error = _collapse(group)
-            if error is group:
-                raise
-            raise error from None
+            raise _collapse(group) from None
         finally:
             self._clients.pop(client, None)
 
@@ -214,6 +211,14 @@ class Server(Registry):
             listeners = await trio.open_ssl_over_tcp_listeners(
                 port, ssl_context, host=host, https_compatible=True
             )
+        try:
+            await self._serve_listeners(host, listeners, task_status)
+        except BaseExceptionGroup as group:
+            raise _collapse(group) from None
+
+    async def _serve_listeners(
+        self, host: str | None, listeners: list[Any], task_status: trio.TaskStatus[int]
+    ) -> None:
         async with trio.open_nursery() as nursery:
             self._serving.add(nursery.cancel_scope)
             try:
@@ -365,10 +370,7 @@ async def open_client(
                         # server closed first; close it so the socket is not leaked.
                         await ws._close_stream()
     except BaseExceptionGroup as group:
-        error = _collapse(group)
-        if error is group:
-            raise
-        raise error from None
+        raise _collapse(group) from None
     except (OSError, trio_websocket.HandshakeError) as exc:
         if connected:
             raise

@@ -67,12 +67,20 @@ class TrioWebsocketTransport:
 
     ws: trio_websocket.WebSocketConnection
     close_timeout: float = 5.0
+    #: A send was cancelled part-way: the stream may end inside a frame, so no close frame
+    #: may follow; the connection can only be dropped.
+    broken: bool = False
 
     async def send(self, message: str) -> None:
+        if self.broken:
+            raise TransportClosed(1006, "")
         try:
             await self.ws.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc.reason) from None
+        except BaseException:
+            self.broken = True
+            raise
 
     async def receive(self) -> str | bytes:
         try:
@@ -82,6 +90,10 @@ class TrioWebsocketTransport:
 
     async def aclose(self, code: int = 1000, reason: str = "", *, wait: bool = True) -> None:
         ws = self.ws
+        if self.broken:
+            with trio.CancelScope(shield=True):
+                await ws._close_stream()
+            return
         if not wait:
             # trio-websocket has no public "send close, don't wait" call; its reader task may
             # already be cancelled, so waiting for the reply would only run out the timeout.
@@ -118,7 +130,6 @@ class MemoryTransport:
     _send_channel: trio.MemorySendChannel[str | bytes | TransportClosed]
     _receive_channel: trio.MemoryReceiveChannel[str | bytes | TransportClosed]
     max_message_size: float = math.inf
-    peer: MemoryTransport | None = None
     closed: TransportClosed | None = None
 
     async def send(self, message: str | bytes) -> None:
@@ -182,5 +193,4 @@ def memory_transport_pair(
     b_send, a_receive = trio.open_memory_channel[str | bytes | TransportClosed](buffer)
     a = MemoryTransport(a_send, a_receive, max_message_size)
     b = MemoryTransport(b_send, b_receive, max_message_size)
-    a.peer, b.peer = b, a
     return a, b
