@@ -8,8 +8,6 @@ the client. All timing is virtual (``autojump_clock``).
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import json
 from typing import Any
 
@@ -18,6 +16,7 @@ import trio
 import trio.testing
 
 import trio_wswrapper as wsw
+from tests.bounded import bound_tests
 from trio_wswrapper.testing import RawPeer, open_raw_peer
 
 ABORTED = '{"message":"Request aborted"},"_":1'
@@ -838,25 +837,6 @@ async def test_cancelling_a_request_made_on_an_anonymous_channel(raw_server, aut
         assert not ch.closed
 
 
-# -- every test is bounded ----------------------------------------------------------------------
-
-
-def _bounded(test: Any) -> Any:
-    """Fail a test that deadlocks or runs past 1000 s of virtual time instead of hanging."""
-
-    @functools.wraps(test)
-    async def bounded(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(1000):
-            await test(*args, **kwargs)
-
-    return bounded
-
-
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
-        globals()[_name] = _bounded(_test)
-
-
 class _AfterReceive(_HookTransport):
     """Runs ``hook(frame)`` after a frame arrived and before the reader processes it."""
 
@@ -896,3 +876,6 @@ async def test_channel_answer_matched_after_the_caller_was_cancelled_is_aborted(
         assert client.statistics().open_channels == 0
         await peer.expect_silence(1)
         await client.aclose()
+
+
+bound_tests(globals())

@@ -7,8 +7,6 @@ requestor-side wire tests run a real client against a raw peer acting as the ser
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import trio
 import trio.testing
 
 import trio_wswrapper as wsw
+from tests.bounded import bound_tests
 from trio_wswrapper.testing import open_raw_peer, open_test_client
 
 ABORTED = '{"message":"Request aborted"},"_":1'
@@ -1103,20 +1102,4 @@ async def test_our_request_on_a_channel_survives_its_closure(raw_server, autojum
         await peer.expect_silence(1)
 
 
-# -- every test is bounded ----------------------------------------------------------------------
-
-
-def _bounded(test: Any) -> Any:
-    """Fail a test that deadlocks or runs past 1000 s of virtual time instead of hanging."""
-
-    @functools.wraps(test)
-    async def bounded(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(1000):
-            await test(*args, **kwargs)
-
-    return bounded
-
-
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
-        globals()[_name] = _bounded(_test)
+bound_tests(globals())

@@ -7,8 +7,6 @@ raw peer acting as the producer (``raw_server``). Time is virtual.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from typing import Any
 
@@ -17,6 +15,7 @@ import trio
 import trio.testing
 
 import trio_wswrapper as wsw
+from tests.bounded import bound_tests
 from trio_wswrapper.testing import open_raw_peer, open_test_client
 
 START = '{"a":["start"],"h":1}'
@@ -623,25 +622,6 @@ async def test_consumer_overflow(raw_server, autojump_clock):
         await peer.expect_silence(1)
 
 
-# -- every test is bounded ----------------------------------------------------------------------
-
-
-def _bounded(test: Any) -> Any:
-    """Fail a test that deadlocks or runs past 1000 s of virtual time instead of hanging."""
-
-    @functools.wraps(test)
-    async def bounded(*args: Any, **kwargs: Any) -> None:
-        with trio.fail_after(1000):
-            await test(*args, **kwargs)
-
-    return bounded
-
-
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
-        globals()[_name] = _bounded(_test)
-
-
 # -- iterable_handler: callables returning iterables (§10.2 marker) -----------------------------
 
 
@@ -705,3 +685,6 @@ async def test_iterable_handler_consumed_by_our_client(server, autojump_clock):
     async with open_test_client(server) as client:
         channel = await client.request("letters", "abc")
         assert [v async for v in channel.iterate()] == ["a", "b", "c"]
+
+
+bound_tests(globals())
