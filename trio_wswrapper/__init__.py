@@ -9,17 +9,20 @@ from ._cancel import CancelSource
 from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_channel
 from ._client import Client, ClientStatistics, cancel_reason, current_client
 from ._config import Options
+from ._dial import Reconnect, open_client
 from ._errors import (
     ChannelClosed,
     ConnectionClosed,
+    ConnectionRejected,
     ProtocolError,
     RemoteError,
     RequestTimeout,
     WSWrapperError,
 )
 from ._handlers import iterable_handler
+from ._handshake import Handshake, Reject
 from ._protocol import ErrorPayload, Limits
-from ._server import Server, ServerChannel, ServerStatistics, open_client
+from ._server import Server, ServerChannel, ServerStatistics
 from ._transport import (
     MemoryTransport,
     Transport,
@@ -37,11 +40,15 @@ __all__ = [
     "Client",
     "ClientStatistics",
     "ConnectionClosed",
+    "ConnectionRejected",
     "ErrorPayload",
+    "Handshake",
     "Limits",
     "MemoryTransport",
     "Options",
     "ProtocolError",
+    "Reconnect",
+    "Reject",
     "RemoteError",
     "RequestTimeout",
     "Server",
