@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -166,50 +167,88 @@ class _Dialer:
             if client._final is None and not client.connected:
                 client._finish(ConnectionClosed(None, "closed"))
 
+    def _connect_error(self, exc: BaseException) -> ConnectionClosed:
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            return ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b"")
+        text = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc) or type(exc).__name__
+        return ConnectionClosed(None, f"cannot connect to {self.url}: {text}")
+
+    def _failed(self, error: ConnectionClosed | None) -> ConnectionClosed | None:
+        if error is not None:
+            logger.info("%s", error)
+        return error
+
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> ConnectionClosed | None:
         """Dial once and serve the connection until it ends; the error if it never opened."""
         client = self.client
         options = client._options
         error: ConnectionClosed | None = None
-        async with trio.open_nursery() as nursery:
-            ws = None
-            with trio.CancelScope() as self._wait_scope:
+        opened = False
+        stream: trio.abc.Stream | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                ws = None
+                with trio.CancelScope() as self._wait_scope:
+                    try:
+                        with trio.fail_after(self.connect_timeout):
+                            stream, host, resource = await _open_stream(self.url, self.ssl_context)
+                            ws = await trio_websocket.wrap_client_stream(
+                                nursery,
+                                stream,  # type: ignore[arg-type]
+                                host,
+                                resource,
+                                subprotocols=self.subprotocols,
+                                extra_headers=self.extra_headers,
+                                max_message_size=options.limits.max_message_size,
+                            )
+                    except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+                        error = self._connect_error(exc)
+                self._wait_scope = None
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                    if stream is not None:
+                        await trio.aclose_forcefully(stream)
+                    return self._failed(error)
+                opened = True
                 try:
-                    with trio.fail_after(self.connect_timeout):
-                        ws = await trio_websocket.connect_websocket_url(
-                            nursery,
-                            self.url,
-                            self.ssl_context,
-                            subprotocols=self.subprotocols,
-                            extra_headers=self.extra_headers,
-                            max_message_size=options.limits.max_message_size,
-                        )
-                except trio_websocket.ConnectionRejected as exc:
-                    error = ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b"")
-                except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
-                    text = str(exc) or type(exc).__name__
-                    if isinstance(exc, trio.TooSlowError):
-                        text = "timed out"
-                    error = ConnectionClosed(None, f"cannot connect to {self.url}: {text}")
-            self._wait_scope = None
-            if ws is None:
-                nursery.cancel_scope.cancel()
-                if error is None:  # stopped while connecting
-                    return None
-                logger.info("%s", error)
-                return error
-            try:
-                async with trio.open_nursery() as generation:
-                    await generation.start(client._run, TrioWebsocketTransport(ws, options.close_timeout))
-                    if task_status is not None:
-                        task_status.started()
-            finally:
-                # trio-websocket 0.12.2 leaves a client's TCP stream open when the server closed
-                # first; close it so the socket is not leaked.
-                with trio.CancelScope(shield=True):
-                    await ws._close_stream()
-                nursery.cancel_scope.cancel()
+                    async with trio.open_nursery() as generation:
+                        await generation.start(client._run, TrioWebsocketTransport(ws, options.close_timeout))
+                        if task_status is not None:
+                            task_status.started()
+                finally:
+                    # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
+                    # closed first; close it so the socket is not leaked.
+                    with trio.CancelScope(shield=True):
+                        await ws._close_stream()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # trio-websocket's reader task raises the handshake's failure (a rejection, say).
+            if stream is not None and not opened:
+                await trio.aclose_forcefully(stream)
+            failures, rest = group.split((OSError, trio_websocket.HandshakeError))
+            if opened or rest is not None or failures is None:
+                raise
+            return self._failed(self._connect_error(_collapse(failures)))
         return None
+
+
+async def _open_stream(url: str, ssl_context: Any) -> tuple[trio.abc.Stream, str, str]:
+    """Open the TCP (or TLS) stream for ``url``; also return its Host header and resource."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    if ssl_context is not None and not secure:
+        raise ValueError("ssl_context needs a wss:// URL")
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream: trio.abc.Stream
+    if secure:
+        context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    named = f"[{host}]" if ":" in host else host
+    return stream, named if port == (443 if secure else 80) else f"{named}:{port}", resource
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
