@@ -140,7 +140,7 @@ async def test_first_connection_is_retried_until_the_server_comes_up(nursery: tr
     async def dial() -> None:
         async with wsw.open_client(f"ws://127.0.0.1:{port}/", reconnect=FAST) as client:
             assert await client.request("echo", "up") == "up"
-            connected.set()
+        connected.set()
 
     nursery.start_soon(dial)
     await trio.sleep(0.1)  # several refused attempts

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 
 from . import _protocol as proto
 from ._client import Client
@@ -116,6 +118,8 @@ class _Dialer:
     subprotocols: list[str] | None
     rand: Callable[[], float] = random.random
     stopping: bool = False
+    #: A connection has been opened (so ``open_client`` has yielded).
+    opened: bool = False
     _wait_scope: trio.CancelScope | None = None
 
     def stop(self) -> None:
@@ -135,6 +139,8 @@ class _Dialer:
         try:
             while not self.stopping:
                 error = await self._connection(task_status if not started else None)
+                if error is None and not self.opened:
+                    raise ConnectionClosed(None, "closed while connecting")
                 if error is None:
                     started = True
                     failures = 0
@@ -175,7 +181,7 @@ class _Dialer:
 
     def _failed(self, error: ConnectionClosed | None) -> ConnectionClosed | None:
         if error is not None:
-            logger.info("%s", error)
+            logger.info("%s: %s", self.url, error.reason)
         return error
 
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> ConnectionClosed | None:
@@ -192,9 +198,9 @@ class _Dialer:
                     try:
                         with trio.fail_after(self.connect_timeout):
                             stream, host, resource = await _open_stream(self.url, self.ssl_context)
-                            ws = await trio_websocket.wrap_client_stream(
+                            ws = await _client_handshake(
                                 nursery,
-                                stream,  # type: ignore[arg-type]
+                                stream,
                                 host,
                                 resource,
                                 subprotocols=self.subprotocols,
@@ -205,15 +211,16 @@ class _Dialer:
                         error = self._connect_error(exc)
                 self._wait_scope = None
                 if ws is None:
-                    nursery.cancel_scope.cancel()
                     if stream is not None:
                         await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
                     return self._failed(error)
                 opened = True
                 try:
                     async with trio.open_nursery() as generation:
                         await generation.start(client._run, TrioWebsocketTransport(ws, options.close_timeout))
                         if task_status is not None:
+                            self.opened = True
                             task_status.started()
                 finally:
                     # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
@@ -249,6 +256,44 @@ async def _open_stream(url: str, ssl_context: Any) -> tuple[trio.abc.Stream, str
         stream = await trio.open_tcp_stream(host, port)
     named = f"[{host}]" if ":" in host else host
     return stream, named if port == (443 if secure else 80) else f"{named}:{port}", resource
+
+
+async def _client_handshake(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: list[str] | None,
+    extra_headers: list[tuple[bytes, bytes]] | None,
+    max_message_size: int,
+) -> trio_websocket.WebSocketConnection:
+    """Run the client's opening handshake on ``stream``, as ``wrap_client_stream`` does.
+
+    trio-websocket 0.12.2 waits for ever when the server closes the TCP connection before
+    answering the handshake; here the end of its reader task also ends the wait.
+    """
+    ws = trio_websocket.WebSocketConnection(
+        stream,  # any trio Stream works
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        client_subprotocols=subprotocols,
+        client_extra_headers=extra_headers,
+        max_message_size=max_message_size,
+    )
+
+    async def reader() -> None:
+        try:
+            await ws._reader_task()
+        finally:
+            ws._open_handshake.set()
+
+    nursery.start_soon(reader)
+    await ws._open_handshake.wait()
+    if ws._wsproto.state is not ConnectionState.OPEN:
+        raise OSError("the server closed the connection during the handshake")
+    return ws
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
