@@ -207,6 +207,8 @@ class _Dialer:
                                 extra_headers=self.extra_headers,
                                 max_message_size=options.limits.max_message_size,
                             )
+                    except ConnectionRejected as exc:
+                        error = exc
                     except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
                         error = self._connect_error(exc)
                 self._wait_scope = None
@@ -283,14 +285,20 @@ async def _client_handshake(
         max_message_size=max_message_size,
     )
 
+    rejected: list[ConnectionRejected] = []
+
     async def reader() -> None:
         try:
             await ws._reader_task()
+        except trio_websocket.ConnectionRejected as exc:
+            rejected.append(ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b""))
         finally:
             ws._open_handshake.set()
 
     nursery.start_soon(reader)
     await ws._open_handshake.wait()
+    if rejected:
+        raise rejected[0]
     if ws._wsproto.state is not ConnectionState.OPEN:
         raise OSError("the server closed the connection during the handshake")
     return ws
