@@ -397,4 +397,31 @@ async def test_wait_connected_after_a_plain_connection_ends(nursery: trio.Nurser
             await client.wait_connected()  # no reconnection: it ends with the connection
 
 
+async def test_close_while_a_reconnection_is_being_set_up(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_wswrapper import _dial
+
+    server = make_server()
+    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    client = wsw.Client()
+    made: list[Any] = []
+
+    def transport_then_close(ws: Any, close_timeout: float) -> Any:
+        made.append(ws)
+        if len(made) == 2 and client._stop_reconnecting is not None:
+            # What aclose() does when it lands after the handshake of a reconnection and
+            # before that connection is set up: it finds no open connection to close.
+            client._stop_reconnecting()
+        return wsw.TrioWebsocketTransport(ws, close_timeout)
+
+    monkeypatch.setattr(_dial, "TrioWebsocketTransport", transport_then_close)
+    async with wsw.open_client(f"ws://127.0.0.1:{port}/", client=client, reconnect=FAST):
+        with trio.fail_after(TIMEOUT):
+            await drop_all(server)
+            await wait_for(lambda: len(made) == 2)
+            # the connection set up after the close is closed at once, not left open
+            await wait_for(lambda: not server.clients and not client.connected)
+
+
 bound_tests(globals())

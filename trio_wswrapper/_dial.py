@@ -224,6 +224,10 @@ class _Dialer:
                         if task_status is not None:
                             self.opened = True
                             task_status.started()
+                        if self.stopping:
+                            # Closed while this connection was being set up: the close call
+                            # found no connection to close, so close this one now.
+                            await client._close(1000, "", user=True)
                 finally:
                     # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
                     # closed first; close it so the socket is not leaked.
