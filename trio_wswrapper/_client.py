@@ -96,10 +96,12 @@ class _Pending:
 class _Active:
     """An inbound request whose handler runs; ``reason`` is set when the peer cancels it."""
 
-    __slots__ = ("channel", "id", "reason", "scope")
+    __slots__ = ("channel", "gen", "id", "reason", "scope")
 
-    def __init__(self, id: int) -> None:
+    def __init__(self, id: int, gen: _Generation) -> None:
         self.id = id
+        #: The connection the request came on; its answer and channel belong there only.
+        self.gen = gen
         self.scope = trio.CancelScope()
         self.reason: ErrorPayload | None = None
         self.channel: AnonymousChannel | None = None
@@ -708,7 +710,7 @@ class Client(Registry):
             del once_table.once[msg.name]
         active = None
         if rid is not None:
-            active = gen.active[rid] = _Active(rid)
+            active = gen.active[rid] = _Active(rid, gen)
         gen.running += 1
         gen.nursery.start_soon(self._invoke, gen, handler, msg, active)
 
