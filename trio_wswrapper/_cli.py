@@ -528,8 +528,11 @@ async def _print_channel(channel: AnonymousChannel, args: argparse.Namespace, ou
     async with channel:
         if not args.no_start:
             # If the channel is closed already, receive() reports why, after buffered events.
-            with suppress(ChannelClosed):
-                await channel.emit("start")
+            try:
+                with suppress(ChannelClosed):
+                    await channel.emit("start")
+            except ProtocolError as exc:  # a compat mode without anonymous channels
+                raise _Failure(EXIT_ERROR, str(exc)) from None
         while args.count is None or printed < args.count:
             try:
                 name, event_args = await channel.receive()
