@@ -577,6 +577,7 @@ class _Listener:
         self.printed = 0
         self.done = trio.Event()
         self.closed: tuple[int, str] | None = None
+        self.broken: BrokenPipeError | None = None
 
     def on_message(self, client: Client, frame: str | bytes) -> None:
         if self.done.is_set():
@@ -596,7 +597,13 @@ class _Listener:
             return
         if self.events is not None and not (isinstance(name, str) and name in self.events):
             return
-        self.out.json({"channel": channel, "event": name, "args": list(msg.args)})
+        try:
+            self.out.json({"channel": channel, "event": name, "args": list(msg.args)})
+        except BrokenPipeError as exc:
+            # Raised here, the library would only log it: stop and re-raise it in _listen.
+            self.broken = exc
+            self.done.set()
+            return
         self.printed += 1
         if self.limit is not None and self.printed >= self.limit:
             self.done.set()
@@ -628,6 +635,8 @@ async def _listen(args: argparse.Namespace, out: _Output) -> int:
                 await listener.done.wait()
         except ConnectionClosed as exc:
             raise _connection_failure(exc) from None
+    if listener.broken is not None:
+        raise listener.broken
     if deadline.cancelled_caught:
         if not connected:
             raise _timeout_failure(timeout, "connecting")
