@@ -11,6 +11,7 @@ the old generation does (PROTOCOL.md §12.3).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 import sys
@@ -177,6 +178,9 @@ class _Dialer:
         if isinstance(exc, trio_websocket.ConnectionRejected):
             return ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b"")
         text = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc) or type(exc).__name__
+        reason = _os_reason(exc)
+        if reason is not None and reason.lower() not in text.lower():
+            text = f"{text} ({reason})"
         return ConnectionClosed(None, f"cannot connect to {self.url}: {text}")
 
     def _failed(self, error: ConnectionClosed | None) -> ConnectionClosed | None:
@@ -306,6 +310,18 @@ async def _client_handshake(
     if ws._wsproto.state is not ConnectionState.OPEN:
         raise OSError("the server closed the connection during the handshake")
     return ws
+
+
+def _os_reason(exc: BaseException | None) -> str | None:
+    """The OS's words for a failed connection ("Connection refused"), from the errno that
+    trio's "all attempts to connect ... failed" error carries in its cause."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.errno:
+            return os.strerror(exc.errno) if exc.errno > 0 else exc.strerror
+        exc = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc.__cause__
+    return None
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
