@@ -12,15 +12,19 @@ from trio_wswrapper import _version
 
 EXPECTED_ALL = [
     "AnonymousChannel",
+    "ArgumentError",
     "CancelSource",
     "Channel",
     "ChannelClosed",
     "Client",
     "ClientStatistics",
+    "Codec",
     "ConnectionClosed",
     "ErrorPayload",
+    "JsonCodec",
     "Limits",
     "MemoryTransport",
+    "MessageInfo",
     "Options",
     "ProtocolError",
     "RemoteError",
@@ -76,7 +80,14 @@ def test_public_objects_come_from_the_package() -> None:
 
 def test_errors_share_one_base() -> None:
     base = trio_wswrapper.WSWrapperError
-    for name in ("ChannelClosed", "ConnectionClosed", "ProtocolError", "RemoteError", "RequestTimeout"):
+    for name in (
+        "ArgumentError",
+        "ChannelClosed",
+        "ConnectionClosed",
+        "ProtocolError",
+        "RemoteError",
+        "RequestTimeout",
+    ):
         assert issubclass(getattr(trio_wswrapper, name), base), name
 
 

@@ -18,7 +18,8 @@ from ._errors import (
     WSWrapperError,
 )
 from ._handlers import iterable_handler
-from ._protocol import ErrorPayload, Limits
+from ._middleware import MessageInfo
+from ._protocol import Codec, ErrorPayload, JsonCodec, Limits
 from ._server import Server, ServerChannel, ServerStatistics, open_client
 from ._transport import (
     MemoryTransport,
@@ -27,19 +28,24 @@ from ._transport import (
     TrioWebsocketTransport,
     memory_transport_pair,
 )
+from ._typed import ArgumentError
 from ._version import __version__
 
 __all__ = [
     "AnonymousChannel",
+    "ArgumentError",
     "CancelSource",
     "Channel",
     "ChannelClosed",
     "Client",
     "ClientStatistics",
+    "Codec",
     "ConnectionClosed",
     "ErrorPayload",
+    "JsonCodec",
     "Limits",
     "MemoryTransport",
+    "MessageInfo",
     "Options",
     "ProtocolError",
     "RemoteError",
