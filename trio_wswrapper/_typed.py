@@ -100,8 +100,24 @@ _SCALARS: dict[Any, Convert] = {
     str: _exact(str, "str"),
     bool: _exact(bool, "bool"),
     _NoneType: _exact(_NoneType, "None"),
-    None: _exact(_NoneType, "None"),
 }
+_SCALARS[None] = _SCALARS[_NoneType]
+
+#: The JSON type each scalar converter passes through unchanged: values of exactly that type
+#: are accepted with one ``type(v) is t`` test, inline, without calling the converter.
+_PASS: dict[Convert, type] = {convert: tp for tp, convert in _SCALARS.items() if tp is not None}
+
+
+def _pass_type(convert: Convert | None) -> type | None:
+    return _PASS.get(convert) if convert is not None else None
+
+
+def _required_marker(origin: Any) -> bool | None:
+    """True for ``Required``, False for ``NotRequired`` (typing or typing_extensions), else None."""
+    if getattr(origin, "__module__", None) in ("typing", "typing_extensions"):
+        return {"Required": True, "NotRequired": False}.get(getattr(origin, "_name", ""))
+    return None
+
 
 _LIST_ORIGINS = (
     list,
@@ -210,10 +226,17 @@ class _Builder:
 
         if item is None:
             return check
+        fast = _pass_type(item)
 
         def convert(value: Any) -> list[Any]:
             if type(value) is not list:
                 raise _Invalid(f"expected list, got {_kind(value)}")
+            if fast is not None:
+                for element in value:
+                    if type(element) is not fast:
+                        break
+                else:
+                    return value  # every item already has the wanted type
             out = []
             index = 0
             try:
@@ -226,8 +249,9 @@ class _Builder:
         return convert
 
     def _tuple(self, tp: Any, args: tuple[Any, ...]) -> Convert:
-        if not args or (len(args) == 2 and args[1] is Ellipsis):
-            listed = self._list(tp, args[0] if args else Any)
+        bare = tp is tuple or tp is typing.Tuple  # noqa: UP006
+        if bare or (len(args) == 2 and args[1] is Ellipsis):
+            listed = self._list(tp, Any if bare else args[0])
 
             def variable(value: Any) -> tuple[Any, ...]:
                 return tuple(listed(value))
@@ -267,10 +291,17 @@ class _Builder:
 
         if item is None:
             return check
+        fast = _pass_type(item)
 
         def convert(value: Any) -> dict[str, Any]:
             if type(value) is not dict:
                 raise _Invalid(f"expected dict, got {_kind(value)}")
+            if fast is not None:
+                for element in value.values():
+                    if type(element) is not fast:
+                        break
+                else:
+                    return value
             out = {}
             key = ""
             try:
@@ -297,14 +328,22 @@ class _Builder:
         cell: list[Convert | None] = [None]
         self._records[cls] = cell
         try:
-            hints = typing.get_type_hints(cls)
+            hints = typing.get_type_hints(cls, include_extras=True)
         except Exception as exc:
             raise TypeError(f"cannot resolve the annotations of {cls.__name__}: {exc}") from None
-        spec = [
-            (key, init, self._field(cls, key, hints.get(key, tp)), required)
-            for key, init, tp, required in fields(cls)
-        ]
-        known = frozenset(key for key, _, _, _ in spec)
+        spec: list[tuple[str, str, type | None, Convert | None, bool]] = []
+        for key, init, declared, default_required in fields(cls):
+            tp = hints.get(key, declared)
+            required = default_required
+            marker = _required_marker(get_origin(tp))
+            if marker is not None:
+                # Required[...] / NotRequired[...] in a TypedDict: decisive even when string
+                # annotations kept them from reaching __required_keys__.
+                required = marker
+                tp = get_args(tp)[0]
+            field_convert = self._field(cls, key, tp)
+            spec.append((key, init, _pass_type(field_convert), field_convert, required))
+        known = frozenset(entry[0] for entry in spec)
         name = cls.__name__
         build: Callable[..., Any] = dict if issubclass(cls, dict) else cls
 
@@ -312,10 +351,10 @@ class _Builder:
             if type(value) is not dict:
                 raise _Invalid(f"expected {name} object, got {_kind(value)}")
             kwargs = {}
-            for key, init, field_convert, required in spec:
+            for key, init, fast, field_convert, required in spec:
                 if key in value:
                     element = value[key]
-                    if field_convert is not None:
+                    if field_convert is not None and type(element) is not fast:
                         try:
                             element = field_convert(element)
                         except _Invalid as exc:
@@ -471,7 +510,7 @@ def _binder(
     low: int,
     high: int | None,
 ) -> Binder:
-    steps = [(index, pname, c) for index, (pname, c) in enumerate(positional) if c is not None]
+    steps = [(index, pname, _pass_type(c), c) for index, (pname, c) in enumerate(positional) if c is not None]
     count = len(positional)
     limit = sys.maxsize if high is None else high
     rest_name, rest = variadic if variadic is not None else ("", None)
@@ -483,11 +522,14 @@ def _binder(
         if not steps and rest is None:
             return args
         out = list(args)
-        for index, pname, convert in steps:
+        for index, pname, fast, convert in steps:
             if index >= n:
                 break
+            value = out[index]
+            if type(value) is fast:
+                continue
             try:
-                out[index] = convert(out[index])
+                out[index] = convert(value)
             except _Invalid as exc:
                 raise ArgumentError(f"Invalid argument '{pname}': {exc.args[0]}") from None
         if rest is not None:
