@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "Limits",
     "MemoryTransport",
     "MessageInfo",
+    "OrjsonCodec",
     "Options",
     "ProtocolError",
     "RemoteError",

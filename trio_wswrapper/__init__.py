@@ -8,6 +8,7 @@ ws-server-wrapper-go. This module only re-exports the public names.
 from ._cancel import CancelSource
 from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_channel
 from ._client import Client, ClientStatistics, cancel_reason, current_client
+from ._codec import OrjsonCodec
 from ._config import Options
 from ._errors import (
     ChannelClosed,
@@ -46,6 +47,7 @@ __all__ = [
     "Limits",
     "MemoryTransport",
     "MessageInfo",
+    "OrjsonCodec",
     "Options",
     "ProtocolError",
     "RemoteError",
