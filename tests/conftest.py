@@ -12,6 +12,9 @@ import trio
 import trio_wswrapper as wsw
 from trio_wswrapper.testing import RawPeer
 
+# Installed as a pytest11 entry point too; listed here so that a source checkout loads it.
+pytest_plugins = ["trio_wswrapper.pytest_plugin"]
+
 
 @pytest.fixture
 def server() -> wsw.Server:

@@ -723,7 +723,7 @@ async def test_clients_and_statistics(connect: Connect, server: wsw.Server) -> N
             ((a,), (b,)) = await opened.wait(2)
             assert server.clients == [a, b]
             assert server.statistics() == wsw.ServerStatistics(2, 0, 0, 0, 0, 0)
-            assert first.statistics() == wsw.ClientStatistics(True, 0, 0, 0, 0, 0)
+            assert first.statistics() == wsw.ClientStatistics(True, 0, 0, 0, 0, 0, 0, 1)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(first.request, "wait")
                 nursery.start_soon(first.request, "wait")
@@ -732,13 +732,13 @@ async def test_clients_and_statistics(connect: Connect, server: wsw.Server) -> N
                     while server.statistics().running_handlers < 3:
                         await trio.sleep(0.001)
                 assert server.statistics() == wsw.ServerStatistics(2, 0, 3, 3, 0, 0)
-                assert a.statistics() == wsw.ClientStatistics(True, 0, 2, 2, 0, 0)
-                assert first.statistics() == wsw.ClientStatistics(True, 2, 0, 0, 0, 0)
+                assert a.statistics() == wsw.ClientStatistics(True, 0, 2, 2, 0, 0, 0, 1)
+                assert first.statistics() == wsw.ClientStatistics(True, 2, 0, 0, 0, 0, 0, 1)
                 release.set()
-            assert first.statistics() == wsw.ClientStatistics(True, 0, 0, 0, 0, 0)
+            assert first.statistics() == wsw.ClientStatistics(True, 0, 0, 0, 0, 0, 0, 1)
         await closed.wait(1)
         assert server.clients == [a]
-        assert second.statistics() == wsw.ClientStatistics(False, 0, 0, 0, 0, 0)
+        assert second.statistics() == wsw.ClientStatistics(False, 0, 0, 0, 0, 0, 0, 1)
         assert not second.connected
         assert first.connected
     await closed.wait(2)
@@ -932,7 +932,7 @@ async def test_pending_requests_fail_promptly_when_the_connection_ends(
         assert [(type(e), e.code, e.reason) for e in failures] == [(wsw.ConnectionClosed, 4200, "gone")] * 2
         assert len(handler_cancelled.calls) == 2
         assert len(server_request_ended.calls) == 1
-        assert server_client.statistics() == wsw.ClientStatistics(False, 0, 0, 0, 0, 0)
+        assert server_client.statistics() == wsw.ClientStatistics(False, 0, 0, 0, 0, 0, 0, 1)
 
 
 async def test_emit_and_request_after_close_raise(connect: Connect, server: wsw.Server) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import partial
 from typing import Any
 
 import pytest
@@ -559,6 +560,32 @@ async def test_answer_is_queued_at_once_when_the_send_queue_is_full(raw_server, 
         assert await peer.receive() == '{"a":["fill",2]}'
         assert await peer.receive() == '{"i":1,"d":"done"}'
         await peer.expect_silence(1)
+
+
+async def test_channel_after_the_connection_ended_raises(server: wsw.Server) -> None:
+    # A handler that keeps running (shielded) after its connection stopped cannot create the
+    # request's channel on a connection that is gone.
+    outcome: list[BaseException] = []
+
+    @server.on("late")
+    async def late() -> Any:
+        client = wsw.current_client()
+        with trio.CancelScope(shield=True):
+            while client.connected:
+                await trio.sleep(0.001)
+        try:
+            return wsw.channel()
+        except wsw.ConnectionClosed as exc:
+            outcome.append(exc)
+            raise
+
+    with trio.fail_after(5):
+        async with open_test_client(server) as client, trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.request, "late"))
+            while not server.statistics().active_requests:
+                await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+        assert len(outcome) == 1
 
 
 bound_tests(globals())

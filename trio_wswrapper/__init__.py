@@ -10,18 +10,21 @@ from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_
 from ._client import Client, ClientStatistics, cancel_reason, current_client
 from ._codec import OrjsonCodec
 from ._config import Options
+from ._dial import Reconnect, open_client
 from ._errors import (
     ChannelClosed,
     ConnectionClosed,
+    ConnectionRejected,
     ProtocolError,
     RemoteError,
     RequestTimeout,
     WSWrapperError,
 )
 from ._handlers import iterable_handler
+from ._handshake import Handshake, Reject
 from ._middleware import MessageInfo
 from ._protocol import Codec, ErrorPayload, JsonCodec, Limits
-from ._server import Server, ServerChannel, ServerStatistics, open_client
+from ._server import Server, ServerChannel, ServerStatistics
 from ._transport import (
     MemoryTransport,
     Transport,
@@ -42,7 +45,9 @@ __all__ = [
     "ClientStatistics",
     "Codec",
     "ConnectionClosed",
+    "ConnectionRejected",
     "ErrorPayload",
+    "Handshake",
     "JsonCodec",
     "Limits",
     "MemoryTransport",
@@ -50,6 +55,8 @@ __all__ = [
     "OrjsonCodec",
     "Options",
     "ProtocolError",
+    "Reconnect",
+    "Reject",
     "RemoteError",
     "RequestTimeout",
     "Server",

@@ -366,8 +366,9 @@ def channel() -> AnonymousChannel:
 
 
 def _request_channel(client: Client, active: _Active) -> AnonymousChannel:
-    gen = client._gen
-    assert gen is not None
+    gen = active.gen
+    if gen.outcome is not None:
+        raise gen.outcome  # that connection has ended (§12.3)
     if gen.compat != "v4":
         raise ProtocolError(proto.ANON_UNSUPPORTED)
     existing = active.channel

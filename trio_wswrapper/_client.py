@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from ._typed import ArgumentError
 
 if TYPE_CHECKING:
     from ._channels import AnonymousChannel, Channel
+    from ._handshake import Handshake
     from ._server import Server
 
 __all__ = ["Client", "cancel_reason", "current_client"]
@@ -96,10 +98,12 @@ class _Pending:
 class _Active:
     """An inbound request whose handler runs; ``reason`` is set when the peer cancels it."""
 
-    __slots__ = ("channel", "id", "reason", "scope")
+    __slots__ = ("channel", "gen", "id", "reason", "scope")
 
-    def __init__(self, id: int) -> None:
+    def __init__(self, id: int, gen: _Generation) -> None:
         self.id = id
+        #: The connection the request came on; its answer and channel belong there only.
+        self.gen = gen
         self.scope = trio.CancelScope()
         self.reason: ErrorPayload | None = None
         self.channel: AnonymousChannel | None = None
@@ -158,8 +162,21 @@ class Client(Registry, UsesMiddleware):
         self._gen: _Generation | None = None
         self._peer_compat: proto.PeerCompat = self._options.peer_compat
         self._default_close = (1001, "server is closing") if server else (1000, "")
+        # Reconnection (see _dial.py): emits made while a reconnecting client is down wait in
+        # ``_offline`` (bounded; None when the client does not reconnect), and ``_final`` is
+        # set once no further connection will come.
+        self._offline: deque[str] | None = None
+        self._offline_limit = 0
+        self._final: ConnectionClosed | None = None
+        self._state_changed = trio.Event()
+        self._connections = 0
+        self._stop_reconnecting: Callable[[], None] | None = None
         #: Application data attached to this client (for example the authenticated user).
         self.data: dict[str, Any] = {}
+        #: On a server-side client: what the server's ``authorize`` hook returned (else None).
+        self.auth: Any = None
+        #: On a server-side client accepted by ``Server.serve``: the opening HTTP request.
+        self.handshake: Handshake | None = None
 
     # -- public API --------------------------------------------------------------------------
 
@@ -222,13 +239,44 @@ class Client(Registry, UsesMiddleware):
         Frames already queued are written first (within the close timeout). The ``close``
         listeners see ``user_closed=True``. Closing a closed client does nothing.
         """
+        self._offline = None
+        if self._stop_reconnecting is not None:
+            self._stop_reconnecting()
         await self._close(code, reason, user=True)
+        if self._final is None and (self._gen is None or self._gen.finished.is_set()):
+            self._finish(ConnectionClosed(code, reason or "closed by the application"))
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is open (at once if one is).
+
+        Raises :class:`ConnectionClosed` once no connection will come: the client was closed,
+        its connection ended without reconnection, or reconnection gave up.
+        """
+        while True:
+            if self.connected:
+                await trio.lowlevel.checkpoint()
+                return
+            if self._final is not None:
+                await trio.lowlevel.checkpoint()
+                raise self._final
+            await self._state_changed.wait()
+
+    def _notify(self) -> None:
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+
+    def _finish(self, final: ConnectionClosed) -> None:
+        """No connection will follow: wake ``wait_connected`` callers with ``final``."""
+        self._final = final
+        self._offline = None
+        self._notify()
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of this client's connection state."""
         gen = self._gen
+        offline = len(self._offline) if self._offline is not None else 0
         if gen is None or gen.finished.is_set():
-            return ClientStatistics(False, 0, 0, 0, 0, 0)
+            return ClientStatistics(False, 0, 0, 0, 0, 0, offline, self._connections)
         return ClientStatistics(
             connected=self.connected,
             pending_requests=len(gen.pending),
@@ -236,6 +284,8 @@ class Client(Registry, UsesMiddleware):
             running_handlers=gen.running,
             open_channels=len(gen.channels),
             queued_frames=len(gen.queue),
+            offline_frames=offline,
+            connections=self._connections,
         )
 
     def __repr__(self) -> str:
@@ -255,7 +305,23 @@ class Client(Registry, UsesMiddleware):
         return gen
 
     async def _emit(self, frame: str) -> None:
-        await self._require_gen().send(frame)
+        try:
+            gen = self._require_gen()
+        except ConnectionClosed:
+            offline = self._offline
+            if offline is None:
+                raise
+            # A reconnecting client between connections: hold the frame for the next one.
+            if len(offline) >= self._offline_limit:
+                if not self._offline_limit:
+                    raise ConnectionClosed(None, "not connected (reconnecting)") from None
+                raise ConnectionClosed(
+                    None, f"not connected, and the offline send queue is full ({self._offline_limit} frames)"
+                ) from None
+            offline.append(frame)
+            await trio.lowlevel.checkpoint()
+            return
+        await gen.send(frame)
 
     async def _request(
         self,
@@ -338,6 +404,12 @@ class Client(Registry, UsesMiddleware):
         options = self._options
         gen = _Generation(transport, SendQueue(options.limits.send_queue_size), self._peer_compat)
         self._gen = gen
+        self._final = None
+        self._connections += 1
+        offline = self._offline
+        while offline:
+            # Emits held while disconnected go first, in order, ahead of anything new.
+            gen.queue.put_nowait(offline.popleft(), force=True)
         started = False
         try:
             async with trio.open_nursery() as nursery:
@@ -347,6 +419,7 @@ class Client(Registry, UsesMiddleware):
                     nursery.start_soon(self._heartbeat, gen, options.heartbeat_interval)
                 opened = await self._fire_open(gen)
                 started = True
+                self._notify()
                 task_status.started()
                 if opened:
                     await self._reader(gen)
@@ -358,6 +431,10 @@ class Client(Registry, UsesMiddleware):
                 gen.prompt = True
             with trio.CancelScope(shield=True):
                 await self._teardown(gen)
+            if self._offline is None and gen.outcome is not None:
+                self._finish(gen.outcome)
+            else:
+                self._notify()
             if not started:
                 # Stopped while the open listeners ran: the caller gets a closed client.
                 task_status.started()
@@ -643,7 +720,7 @@ class Client(Registry, UsesMiddleware):
             del once_table.once[msg.name]
         active = None
         if rid is not None:
-            active = gen.active[rid] = _Active(rid)
+            active = gen.active[rid] = _Active(rid, gen)
         gen.running += 1
         gen.nursery.start_soon(self._invoke, gen, handler, msg, active)
 
@@ -854,3 +931,7 @@ class ClientStatistics:
     running_handlers: int
     open_channels: int
     queued_frames: int
+    #: Emits held while a reconnecting client is between connections.
+    offline_frames: int = 0
+    #: Connections this client object has opened so far.
+    connections: int = 0

@@ -9,6 +9,7 @@ from ._protocol import REQUEST_TIMED_OUT, ErrorPayload, error_from_value
 __all__ = [
     "ChannelClosed",
     "ConnectionClosed",
+    "ConnectionRejected",
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
@@ -77,6 +78,17 @@ class ConnectionClosed(WSWrapperError):
         self.reason = reason
         text = "connection closed" if code is None else f"connection closed ({code})"
         super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class ConnectionRejected(ConnectionClosed):
+    """The server refused the WebSocket handshake with an HTTP ``status`` (``headers``, ``body``)."""
+
+    def __init__(self, status: int, headers: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> None:
+        text = body.decode("utf-8", "replace").strip()[:200]
+        super().__init__(None, f"handshake rejected with HTTP {status}" + (f": {text}" if text else ""))
+        self.status = status
+        self.headers = headers
+        self.body = body
 
 
 class ProtocolError(WSWrapperError):

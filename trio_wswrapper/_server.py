@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,13 +17,14 @@ from ._client import Client
 from ._config import Options, make_options
 from ._errors import ConnectionClosed
 from ._handlers import HandlerTable, Registry, new_lifecycle
+from ._handshake import Handshake, Reject, normalize_origin, origin_allowed
 from ._middleware import HandlerContext, UsesMiddleware
 from ._transport import Transport, TrioWebsocketTransport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Server", "ServerChannel", "ServerStatistics", "open_client"]
+__all__ = ["Server", "ServerChannel", "ServerStatistics"]
 
 logger = logging.getLogger("trio_wswrapper")
 
@@ -104,6 +104,9 @@ class Server(Registry, UsesMiddleware):
         peer_compat: proto.PeerCompat = "v4",
         error_flag: bool = False,
         error_to_json: Callable[[BaseException], Any] | None = None,
+        authorize: Callable[[Handshake], Any] | None = None,
+        allowed_origins: Collection[str] | None = None,
+        subprotocols: Sequence[str] = (),
         handler_context: HandlerContext | None = None,
         codec: proto.Codec | None = None,
     ) -> None:
@@ -123,6 +126,11 @@ class Server(Registry, UsesMiddleware):
         )
         self._codec = proto.custom_codec(self._options.codec)
         self._connect_timeout = connect_timeout
+        self._authorize = authorize
+        self._origins = (
+            None if allowed_origins is None else frozenset(normalize_origin(o) for o in allowed_origins)
+        )
+        self._subprotocols = tuple(subprotocols)
         self._table = HandlerTable()
         self._lifecycle = new_lifecycle()
         self._named: dict[str, ServerChannel] = {}
@@ -172,12 +180,21 @@ class Server(Registry, UsesMiddleware):
                 failures.append((client, exc))
         return failures
 
-    async def accept(self, ws: trio_websocket.WebSocketConnection | Transport) -> None:
+    async def accept(
+        self,
+        ws: trio_websocket.WebSocketConnection | Transport,
+        *,
+        handshake: Handshake | None = None,
+        auth: Any = None,
+    ) -> None:
         """Serve one accepted WebSocket (or any :class:`Transport`) until it closes.
 
         Creates the :class:`Client` for it, runs the ``open`` listeners, reads until either
         side closes, then runs the ``close`` listeners. The caller owns ``ws``; it is closed
         when this returns. Errors of this connection never reach other connections.
+        ``handshake`` and ``auth`` become the client's :attr:`Client.handshake` and
+        :attr:`Client.auth` (``serve`` passes the opening request and what ``authorize``
+        returned; callers that accept WebSockets themselves do their own checks).
         """
         if self._closing:
             raise ConnectionClosed(1001, "server is closing")
@@ -186,6 +203,8 @@ class Server(Registry, UsesMiddleware):
         else:
             transport = ws
         client = Client(options=self._options, server=self)
+        client.handshake = handshake
+        client.auth = auth
         self._clients[client] = None
         try:
             await client._run(transport)
@@ -242,15 +261,31 @@ class Server(Registry, UsesMiddleware):
         try:
             async with trio.open_nursery() as nursery:
                 ws = None
+                handshake: Handshake | None = None
+                auth = None
                 with trio.move_on_after(self._connect_timeout):
                     request = await trio_websocket.wrap_server_stream(
                         nursery, stream, max_message_size=self._options.limits.max_message_size
                     )
-                    ws = await request.accept()
-                if ws is None:
+                    handshake = _handshake_of(request)
+                    verdict = await self._admit(handshake)
+                    if isinstance(verdict, Reject):
+                        await request.reject(
+                            verdict.status,
+                            extra_headers=[
+                                (b"Content-Type", b"text/plain; charset=utf-8"),
+                                *((k.encode(), v.encode()) for k, v in verdict.headers),
+                            ],
+                            body=verdict.body.encode(),
+                        )
+                    else:
+                        auth = verdict
+                        handshake = attrs.evolve(handshake, subprotocol=self._choose(handshake))
+                        ws = await request.accept(subprotocol=handshake.subprotocol)
+                if ws is None or handshake is None:
                     nursery.cancel_scope.cancel()
                     return
-                await self.accept(ws)
+                await self.accept(ws, handshake=handshake, auth=auth)
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
@@ -258,6 +293,32 @@ class Server(Registry, UsesMiddleware):
             logger.exception("connection failed")
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _admit(self, handshake: Handshake) -> Any:
+        """Run the Origin check and the ``authorize`` hook: a :class:`Reject`, or the auth value."""
+        if self._origins is not None and not origin_allowed(handshake.origin, self._origins):
+            logger.warning("refused a handshake from origin %r", handshake.origin)
+            return Reject(403, "Origin not allowed")
+        if self._authorize is None:
+            return None
+        try:
+            verdict = self._authorize(handshake)
+            if hasattr(verdict, "__await__"):
+                verdict = await verdict
+        except Reject as reject:
+            logger.info("authorize refused %s: %d", handshake.path, reject.status)
+            return reject
+        except Exception:
+            logger.exception("authorize hook failed; refusing the connection")
+            return Reject(500, "Internal Server Error")
+        return verdict
+
+    def _choose(self, handshake: Handshake) -> str | None:
+        """The first subprotocol the client proposed that this server supports."""
+        for proposed in handshake.subprotocols:
+            if proposed in self._subprotocols:
+                return proposed
+        return None
 
     async def aclose(self) -> None:
         """Close every client with 1001 ``server is closing`` and stop serving."""
@@ -281,6 +342,16 @@ class Server(Registry, UsesMiddleware):
         )
 
 
+def _handshake_of(request: trio_websocket.WebSocketRequest) -> Handshake:
+    remote = request.remote
+    return Handshake(
+        path=request.path,
+        headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers),
+        subprotocols=tuple(request.proposed_subprotocols),
+        remote=None if isinstance(remote, str) else (str(remote.address), remote.port),
+    )
+
+
 def _collapse(group: BaseExceptionGroup[Any]) -> BaseException:
     """The single real error inside nested exception groups, or the group itself."""
     leaves: list[BaseException] = []
@@ -300,88 +371,3 @@ def _is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_cancellation(inner) for inner in exc.exceptions)
     return isinstance(exc, trio.Cancelled)
-
-
-@asynccontextmanager
-async def open_client(
-    url: str,
-    *,
-    client: Client | None = None,
-    connect_timeout: float = 10.0,
-    ssl_context: Any = None,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-    subprotocols: list[str] | None = None,
-    max_message_size: int = 1024 * 1024,
-    max_concurrent_handlers: int = 256,
-    channel_buffer_size: int = 256,
-    send_queue_size: int = 256,
-    request_timeout: float | None = None,
-    heartbeat_interval: float | None = None,
-    close_timeout: float = 5.0,
-    peer_compat: proto.PeerCompat = "v4",
-    error_flag: bool = False,
-    error_to_json: Callable[[BaseException], Any] | None = None,
-    handler_context: HandlerContext | None = None,
-    codec: proto.Codec | None = None,
-) -> AsyncIterator[Client]:
-    """Connect to the ws-wrapper endpoint at ``url`` and yield the connected :class:`Client`.
-
-    The context owns the connection's nursery (reader, writer and handler tasks). Leaving it
-    closes the connection (1000) and waits for the teardown. Pass ``client`` to reuse a client
-    object whose handlers are already registered (so that none of the first messages is
-    missed); otherwise the keyword options configure a new one. Connection failures raise
-    :class:`ConnectionClosed`.
-    """
-    if client is None:
-        client = Client(
-            options=make_options(
-                max_message_size=max_message_size,
-                max_concurrent_handlers=max_concurrent_handlers,
-                channel_buffer_size=channel_buffer_size,
-                send_queue_size=send_queue_size,
-                request_timeout=request_timeout,
-                heartbeat_interval=heartbeat_interval,
-                close_timeout=close_timeout,
-                peer_compat=peer_compat,
-                error_flag=error_flag,
-                error_to_json=error_to_json,
-                handler_context=handler_context,
-                codec=codec,
-            )
-        )
-    limits = client._options.limits
-    connected = False
-    try:
-        async with trio_websocket.open_websocket_url(
-            url,
-            ssl_context,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            max_message_size=limits.max_message_size,
-            connect_timeout=connect_timeout,
-            disconnect_timeout=client._options.close_timeout,
-        ) as ws:
-            connected = True
-            async with trio.open_nursery() as nursery:
-                transport = TrioWebsocketTransport(ws, client._options.close_timeout)
-                await nursery.start(client._run, transport)
-                cancelled = False
-                try:
-                    yield client
-                except BaseException as exc:
-                    # A cancelled body has also cancelled trio-websocket's reader, so nothing
-                    # would read the peer's close reply: close without waiting for it.
-                    cancelled = _is_cancellation(exc)
-                    raise
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await client._close(1000, "", user=True, prompt=cancelled)
-                        # trio-websocket 0.12.2 leaves a client's TCP stream open when the
-                        # server closed first; close it so the socket is not leaked.
-                        await ws._close_stream()
-    except BaseExceptionGroup as group:
-        raise _collapse(group) from None
-    except (OSError, trio_websocket.HandshakeError) as exc:
-        if connected:
-            raise
-        raise ConnectionClosed(None, f"cannot connect to {url}: {exc}") from exc

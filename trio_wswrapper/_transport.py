@@ -58,7 +58,7 @@ class Transport(Protocol):
 def _closed(reason: trio_websocket.CloseReason | None) -> TransportClosed:
     if reason is None:
         return TransportClosed(1006, "")
-    return TransportClosed(reason.code, reason.reason or "")
+    return TransportClosed(int(reason.code), reason.reason or "")
 
 
 @attrs.define(eq=False)

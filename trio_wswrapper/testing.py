@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 import trio.testing
-import trio_websocket
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._client import Client
 from ._config import Options
-from ._server import Server
+from ._dial import _client_handshake
+from ._server import Server, _collapse
 from ._transport import MemoryTransport, TrioWebsocketTransport, memory_transport_pair
 
 __all__ = ["RawPeer", "open_raw_peer", "open_test_client"]
@@ -28,43 +32,45 @@ __all__ = ["RawPeer", "open_raw_peer", "open_test_client"]
 
 @asynccontextmanager
 async def open_test_client(
-    server: Server, *, client: Client | None = None, options: Options | None = None
+    server: Server,
+    *,
+    client: Client | None = None,
+    options: Options | None = None,
+    path: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
 ) -> AsyncIterator[Client]:
     """Connect a client to ``server`` over an in-memory WebSocket and yield it.
 
-    The server side runs ``server.accept`` for the connection, exactly as ``serve`` does.
-    Leaving the block closes the client and waits for both sides to finish.
+    No socket is involved, yet the server side runs exactly what ``Server.serve`` runs for a
+    connection: the opening handshake with ``path``, ``headers`` and ``subprotocols`` (so the
+    ``authorize`` hook and the Origin check apply; a refusal raises
+    :class:`ConnectionRejected`), then ``server.accept``. Leaving the block closes the client
+    and waits for both sides to finish.
     """
     client = client or Client(options=options)
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    size = server.options.limits.max_message_size
-
-    async def serve_one() -> None:
-        async with trio.open_nursery() as inner:
-            request = await trio_websocket.wrap_server_stream(inner, server_stream, max_message_size=size)
-            ws = await request.accept()
-            await server.accept(ws)
-            # As Server.serve does: trio-websocket leaves the stream open when the server
-            # closed first (1009, 1011), and the client would wait for its end for ever.
-            await trio.aclose_forcefully(server_stream)
-            inner.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_one)
-        ws = await trio_websocket.wrap_client_stream(
-            nursery,
-            client_stream,  # type: ignore[arg-type]  # any trio Stream works
-            "localhost",
-            "/",
-            max_message_size=client._options.limits.max_message_size,
-        )
-        transport = TrioWebsocketTransport(ws, client._options.close_timeout)
-        await nursery.start(client._run, transport)
-        try:
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._handle_stream, server_stream)
+            ws = await _client_handshake(
+                nursery,
+                client_stream,
+                "localhost",
+                path,
+                subprotocols=list(subprotocols),
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+                max_message_size=client._options.limits.max_message_size,
+            )
+            transport = TrioWebsocketTransport(ws, client._options.close_timeout)
+            await nursery.start(client._run, transport)
+            try:
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+    except BaseExceptionGroup as group:
+        raise _collapse(group) from None
 
 
 class RawPeer:

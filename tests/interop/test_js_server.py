@@ -134,3 +134,40 @@ async def test_server_shutdown_is_seen_as_close(js_server: str) -> None:
         client.on("close", lambda c, code, reason, user: closed.append((code, reason, user)))
         await client.aclose(4000, "done")
     assert closed == [(4000, "done", True)]
+
+
+async def test_reconnecting_client_survives_a_server_restart() -> None:
+    # The JS server exits (closing us with 1001) and a new one takes the same port: the
+    # reconnecting client dials again, its handlers still answer, and emits made while it was
+    # down reach the new server.
+    from .conftest import run_node
+
+    client = wsw.Client(options=wsw.Options(peer_compat="v3", request_timeout=5.0))
+    client.on("answer", lambda q: f"re:{q}")
+    closes: list[tuple[int, bool]] = []
+    client.on("close", lambda c, code, reason, user: closes.append((code, user)))
+    policy = wsw.Reconnect(initial_delay=0.05, max_delay=0.2)
+    done = trio.Event()
+
+    async def second_server(port: int, *, task_status: trio.TaskStatus[Any]) -> None:
+        async with run_node("server_peer.js", "--heartbeat-ms", "200", "--port", str(port)) as second:
+            task_status.started(await second.read_line())
+            await done.wait()
+
+    async with trio.open_nursery() as nursery, run_node("server_peer.js", "--heartbeat-ms", "200") as first:
+        port = (await first.read_line())["port"]
+        async with wsw.open_client(f"ws://127.0.0.1:{port}/", client=client, reconnect=policy):
+            assert await client.request("ask_client", "one") == "re:one"
+            await first.process.stdin.aclose()  # type: ignore[union-attr]
+            with trio.fail_after(10):
+                while client.connected:
+                    await trio.sleep(0.01)
+            await client.emit("notify", "while-down")
+            assert await nursery.start(second_server, port) == {"port": port}
+            with trio.fail_after(10):
+                await client.wait_connected()
+                assert await client.request("ask_client", "two") == "re:two"
+                assert await client.request("last_notify") == ["while-down"]
+        done.set()
+    assert closes == [(1001, False), (1000, True)]
+    assert all(type(code) is int for code, _ in closes)

@@ -2,9 +2,10 @@
 "use strict"
 /*
  * Interop peer: a ws-server-wrapper 1.6.1 server (which wraps each client in
- * its own dependency, ws-wrapper 2.2.0) on 127.0.0.1 with an ephemeral port.
+ * its own dependency, ws-wrapper 2.2.0) on 127.0.0.1, on an ephemeral port
+ * unless --port is given.
  *
- *   node server_peer.js [--heartbeat-ms N] [--request-timeout-ms N]
+ *   node server_peer.js [--port N] [--heartbeat-ms N] [--request-timeout-ms N]
  *
  * First stdout line: {"port":N}. Nothing else is written to stdout.
  * Connection logs go to stderr. Exits when stdin closes.
@@ -27,6 +28,9 @@ function parseOptions(argv) {
 		if (arg === "--heartbeat-ms" && Number.isFinite(value)) {
 			options.heartbeatInterval = value
 			i++
+		} else if (arg === "--port" && Number.isInteger(value)) {
+			options.port = value
+			i++
 		} else if (arg === "--request-timeout-ms" && Number.isFinite(value)) {
 			options.requestTimeout = value
 			i++
@@ -38,8 +42,8 @@ function parseOptions(argv) {
 	return options
 }
 
-const options = parseOptions(process.argv.slice(2))
-const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 })
+const { port: listenPort = 0, ...options } = parseOptions(process.argv.slice(2))
+const wss = new WebSocketServer({ host: "127.0.0.1", port: listenPort })
 const server = new WebSocketServerWrapper(wss, options)
 
 let nextClientNo = 1
