@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from trio.testing import MockClock
@@ -143,6 +145,31 @@ async def test_custom_codec_end_to_end(autojump_clock: MockClock) -> None:
         await server.emit("news", 1)
         with pytest.raises(wsw.RemoteError, match="boom"):
             await client.request("fail")
+
+
+async def test_open_client_takes_codec_and_handler_context() -> None:
+    # Over loopback, so that open_client's own keyword options are the ones used.
+    server = wsw.Server(heartbeat_interval=None, codec=Prefixed())
+    seen: list[str] = []
+
+    @server.on("ask")
+    async def ask() -> Any:
+        return await wsw.current_client().request("name")
+
+    def tagged(info: wsw.MessageInfo) -> Any:
+        seen.append(info.name)
+        return contextlib.nullcontext()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            url = f"ws://127.0.0.1:{port}/"
+            async with wsw.open_client(url, codec=Prefixed(), handler_context=tagged) as client:
+                assert isinstance(client._options.codec, Prefixed)
+                client.on("name", lambda: "py")
+                assert await client.request("ask") == "py"
+            nursery.cancel_scope.cancel()
+    assert seen == ["name"]
 
 
 # ---------------------------------------------------------------------------------------------
