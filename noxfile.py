@@ -57,3 +57,11 @@ def demo(session: nox.Session) -> None:
     """Run the demo: a server and a client talking over loopback."""
     session.install("-e", ".")
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: typed-argument conversion against pydantic and cattrs; codecs (orjson)."""
+    session.install("-e", ".[fast]", "pydantic>=2", "cattrs", "msgspec")
+    session.run("python", "bench/typed_args.py")
+    session.run("python", "bench/codec.py")

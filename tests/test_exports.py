@@ -12,17 +12,22 @@ from trio_wswrapper import _version
 
 EXPECTED_ALL = [
     "AnonymousChannel",
+    "ArgumentError",
     "CancelSource",
     "Channel",
     "ChannelClosed",
     "Client",
     "ClientStatistics",
+    "Codec",
     "ConnectionClosed",
     "ConnectionRejected",
     "ErrorPayload",
     "Handshake",
+    "JsonCodec",
     "Limits",
     "MemoryTransport",
+    "MessageInfo",
+    "OrjsonCodec",
     "Options",
     "ProtocolError",
     "Reconnect",
@@ -80,7 +85,14 @@ def test_public_objects_come_from_the_package() -> None:
 
 def test_errors_share_one_base() -> None:
     base = trio_wswrapper.WSWrapperError
-    for name in ("ChannelClosed", "ConnectionClosed", "ProtocolError", "RemoteError", "RequestTimeout"):
+    for name in (
+        "ArgumentError",
+        "ChannelClosed",
+        "ConnectionClosed",
+        "ProtocolError",
+        "RemoteError",
+        "RequestTimeout",
+    ):
         assert issubclass(getattr(trio_wswrapper, name), base), name
 
 

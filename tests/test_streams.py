@@ -261,7 +261,7 @@ async def test_unencodable_item_aborts_with_the_encoder_message(server, autojump
 
 async def test_generator_failing_at_creation_rejects(server, autojump_clock):
     @server.on("stream")
-    async def stream(n: int) -> Any:
+    async def stream(n):  # unannotated: Python's own arity check applies (§7.3)
         yield n
 
     async with open_raw_peer(server) as peer:

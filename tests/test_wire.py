@@ -704,10 +704,11 @@ async def test_resolutions_from_peer(
 async def test_arity_mismatch_is_a_type_error_rejection(
     autojump_clock: MockClock, server: wsw.Server
 ) -> None:
-    def add(a: int, b: int) -> int:
+    # Unannotated on purpose: §7.3 applies (typed handlers are in test_typed_args.py).
+    def add(a, b):
         return a + b
 
-    async def add_async(a: int, b: int) -> int:
+    async def add_async(a, b):
         return a + b
 
     def text(fn: Any, *args: Any) -> str:
@@ -733,7 +734,7 @@ async def test_event_handler_failure_is_logged_and_connection_continues(
     autojump_clock: MockClock, echo_server: wsw.Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     @echo_server.on("boom")
-    def boom(x: str) -> None:
+    def boom(x):  # unannotated: the arity error below is Python's TypeError (§7.3)
         raise ValueError(x)
 
     @echo_server.on("boom_async")

@@ -8,6 +8,7 @@ ws-server-wrapper-go. This module only re-exports the public names.
 from ._cancel import CancelSource
 from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_channel
 from ._client import Client, ClientStatistics, cancel_reason, current_client
+from ._codec import OrjsonCodec
 from ._config import Options
 from ._dial import Reconnect, open_client
 from ._errors import (
@@ -21,7 +22,8 @@ from ._errors import (
 )
 from ._handlers import iterable_handler
 from ._handshake import Handshake, Reject
-from ._protocol import ErrorPayload, Limits
+from ._middleware import MessageInfo
+from ._protocol import Codec, ErrorPayload, JsonCodec, Limits
 from ._server import Server, ServerChannel, ServerStatistics
 from ._transport import (
     MemoryTransport,
@@ -30,21 +32,27 @@ from ._transport import (
     TrioWebsocketTransport,
     memory_transport_pair,
 )
+from ._typed import ArgumentError
 from ._version import __version__
 
 __all__ = [
     "AnonymousChannel",
+    "ArgumentError",
     "CancelSource",
     "Channel",
     "ChannelClosed",
     "Client",
     "ClientStatistics",
+    "Codec",
     "ConnectionClosed",
     "ConnectionRejected",
     "ErrorPayload",
     "Handshake",
+    "JsonCodec",
     "Limits",
     "MemoryTransport",
+    "MessageInfo",
+    "OrjsonCodec",
     "Options",
     "ProtocolError",
     "Reconnect",

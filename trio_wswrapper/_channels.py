@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from . import _protocol as proto
 from ._client import _Active, _current_client, _current_request, _Generation
 from ._errors import ChannelClosed, ConnectionClosed, ProtocolError
 from ._handlers import Handler, HandlerTable, Registry
+from ._middleware import UsesMiddleware
 from ._protocol import ErrorPayload, ErrorToJSON
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ __all__ = ["AnonymousChannel", "Channel", "channel", "open_channel"]
 logger = logging.getLogger("trio_wswrapper")
 
 
-class Channel(Registry):
+class Channel(Registry, UsesMiddleware):
     """A named channel of one connection (``client.of(name)``), PROTOCOL.md §11.
 
     Handlers registered here take precedence over the server's handlers for the same channel.
@@ -47,7 +48,7 @@ class Channel(Registry):
         """Send event ``name`` on this channel (see :meth:`Client.emit`)."""
         self._check_open()
         proto.check_event_name(name, root=False)
-        await self._client._emit(proto.encode_event(name, args, channel=self.name))
+        await self._client._emit(proto.encode_event(name, args, channel=self.name, codec=self._client._codec))
 
     async def request(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """Send request ``name`` on this channel (see :meth:`Client.request`)."""
@@ -127,7 +128,7 @@ class AnonymousChannel(Registry):
             raise ChannelClosed(proto.EMIT_CLOSED, self._closed.reason)
         self._check_announced()
         proto.check_event_name(name, root=False)
-        await self._gen.send(proto.encode_event(name, args, anon=self.id))
+        await self._gen.send(proto.encode_event(name, args, anon=self.id, codec=self._client._codec))
 
     async def request(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """Send request ``name`` on this channel; its cancellation leaves the channel open."""
@@ -232,7 +233,8 @@ class AnonymousChannel(Registry):
             and gen.channels.get(self.id) is self
         ):
             flag = options.error_flag
-            gen.queue.put_nowait(proto.encode_abort(self.id, payload, error_flag=flag), force=True)
+            frame = proto.encode_abort(self.id, payload, error_flag=flag, codec=self._client._codec)
+            gen.queue.put_nowait(frame, force=True)
         self._close(ChannelClosed("channel aborted", payload or proto.DEFAULT_ABORT_REASON))
 
     def _close(self, closed: ChannelClosed) -> None:
@@ -277,7 +279,7 @@ class AnonymousChannel(Registry):
         gen.channels[rid] = self
         del gen.active[rid]
         self._announced = True
-        gen.queue.put_nowait(proto.encode_creation(rid), force=True)
+        gen.queue.put_nowait(proto.encode_creation(rid, codec=self._client._codec), force=True)
 
 
 class StreamIterator:
@@ -411,18 +413,26 @@ def open_channel() -> _OpenChannel:
 
 
 async def serve_stream(
-    client: Client, gen: _Generation, handler: Handler, msg: proto.Incoming, active: _Active
+    client: Client,
+    gen: _Generation,
+    handler: Handler,
+    msg: proto.Incoming,
+    active: _Active,
+    *,
+    args: Sequence[Any],
 ) -> str | None:
     """Answer a request with a stream: announce a channel, wait for ``start``, send items.
 
-    Returns a rejection frame when the stream cannot be opened, else None.
+    ``args`` are the handler's arguments, already converted. Returns a rejection frame when
+    the stream cannot be opened, else None.
     """
     flag = client._options.error_flag
+    codec = client._codec
     if gen.compat != "v4":
         payload = proto.message_payload(proto.ANON_UNSUPPORTED)
-        return proto.encode_rejection(active.id, payload, error_flag=flag)
+        return proto.encode_rejection(active.id, payload, error_flag=flag, codec=codec)
     try:
-        result = handler.fn(*msg.args)
+        result = handler.fn(*args)
         if handler.kind == "stream" and hasattr(result, "__await__"):
             result = await result
         if hasattr(result, "__aiter__"):
@@ -432,17 +442,21 @@ async def serve_stream(
         else:
             _close_iterable(result)
             payload = proto.message_payload(proto.NOT_ITERABLE)
-            return proto.encode_rejection(active.id, payload, error_flag=flag)
+            return proto.encode_rejection(active.id, payload, error_flag=flag, codec=codec)
     except Exception as exc:
-        return proto.encode_rejection(active.id, client._failure_payload(exc), error_flag=flag)
+        return proto.encode_rejection(active.id, client._failure_payload(exc), error_flag=flag, codec=codec)
     ch = AnonymousChannel(client, gen, active.id, announced=False)
     try:
         try:
             ch._announce(active)
         except ProtocolError as exc:
-            return proto.encode_rejection(active.id, proto.message_payload(str(exc)), error_flag=flag)
+            payload = proto.message_payload(str(exc))
+            return proto.encode_rejection(active.id, payload, error_flag=flag, codec=codec)
         except ChannelClosed:
             return None
+        # Known to the request from now on, so that a failure around the handler (a
+        # handler_context deadline) aborts the stream's channel.
+        active.channel = ch
         ch._started = trio.Event()
         scope = trio.CancelScope()
         ch._bound.append(scope)
@@ -451,7 +465,9 @@ async def serve_stream(
             try:
                 async for item in agen:
                     try:
-                        frame = proto.encode_event("next", [{"value": item, "done": False}], anon=ch.id)
+                        frame = proto.encode_event(
+                            "next", [{"value": item, "done": False}], anon=ch.id, codec=codec
+                        )
                     except (TypeError, ValueError, RecursionError) as exc:
                         await ch.abort(proto.message_payload(str(exc)))
                         return None

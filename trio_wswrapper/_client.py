@@ -30,9 +30,11 @@ from ._errors import (
     WSWrapperError,
 )
 from ._handlers import Handler, HandlerTable, Registry, new_lifecycle
+from ._middleware import MessageInfo, Middleware, UsesMiddleware, entered, run_middleware
 from ._protocol import Abort, Answer, Cancel, ErrorPayload, Incoming
 from ._sendqueue import SendQueue
 from ._transport import Transport, TransportClosed
+from ._typed import ArgumentError
 
 if TYPE_CHECKING:
     from ._channels import AnonymousChannel, Channel
@@ -139,7 +141,7 @@ class _Generation:
         await self.queue.put(frame)
 
 
-class Client(Registry):
+class Client(Registry, UsesMiddleware):
     """One side of a ws-wrapper connection: emit events, make requests, answer them.
 
     Dialling clients come from :func:`open_client`; server-side clients are created by
@@ -152,6 +154,7 @@ class Client(Registry):
     def __init__(self, *, options: Options | None = None, server: Server | None = None) -> None:
         self._options = options or Options()
         self._server = server
+        self._codec = proto.custom_codec(self._options.codec)
         self._table = HandlerTable()
         self._lifecycle = new_lifecycle()
         self._named: dict[str, Channel] = {}
@@ -218,7 +221,7 @@ class Client(Registry):
         empty names and ``TypeError``/``ValueError`` for arguments JSON cannot encode.
         """
         proto.check_event_name(name, root=True)
-        await self._emit(proto.encode_event(name, args))
+        await self._emit(proto.encode_event(name, args, codec=self._codec))
 
     async def request(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """Send request ``name`` on the root channel and return the peer's answer.
@@ -340,7 +343,7 @@ class Client(Registry):
         try:
             if rid > proto.MAX_ID:
                 raise ProtocolError("request ids exhausted on this client")
-            frame = proto.encode_event(name, args, channel=channel, anon=anon, id=rid)
+            frame = proto.encode_event(name, args, channel=channel, anon=anon, id=rid, codec=self._codec)
         except BaseException:
             gen.queue.pass_turn()
             raise
@@ -379,7 +382,8 @@ class Client(Registry):
             return
         if gen.compat != "v3":
             gen.queue.put_nowait(
-                proto.encode_cancel(rid, reason, error_flag=self._options.error_flag), force=True
+                proto.encode_cancel(rid, reason, error_flag=self._options.error_flag, codec=self._codec),
+                force=True,
             )
 
     # -- connection lifetime -----------------------------------------------------------------
@@ -580,6 +584,7 @@ class Client(Registry):
     async def _reader(self, gen: _Generation) -> None:
         receive = gen.transport.receive
         decode = proto.decode
+        codec = self._codec
         while True:
             try:
                 frame = await receive()
@@ -589,7 +594,7 @@ class Client(Registry):
                 return
             if self._lifecycle["message"] or (self._server and self._server._lifecycle["message"]):
                 await self._fire_message(frame)
-            msg = decode(frame)
+            msg = decode(frame) if codec is None else decode(frame, codec)
             kind = type(msg)
             try:
                 if kind is Incoming:
@@ -622,7 +627,9 @@ class Client(Registry):
 
     async def _reject(self, gen: _Generation, rid: int, text: str) -> None:
         await gen.send(
-            proto.encode_rejection(rid, proto.message_payload(text), error_flag=self._options.error_flag)
+            proto.encode_rejection(
+                rid, proto.message_payload(text), error_flag=self._options.error_flag, codec=self._codec
+            )
         )
 
     def _lookup(self, msg: Incoming) -> tuple[HandlerTable | None, Handler | None, str | None]:
@@ -675,7 +682,10 @@ class Client(Registry):
                 if gen.compat == "v4":
                     await gen.send(
                         proto.encode_abort(
-                            anon, proto.message_payload(text), error_flag=self._options.error_flag
+                            anon,
+                            proto.message_payload(text),
+                            error_flag=self._options.error_flag,
+                            codec=self._codec,
                         )
                     )
                 if rid is not None:
@@ -740,50 +750,129 @@ class Client(Registry):
             logger.debug("%r: streaming handler %r invoked as an event; not iterated", self, msg.name)
             return
         try:
-            result = handler.fn(*msg.args)
-            if handler.kind == "async" or hasattr(result, "__await__"):
-                await result
+            context = self._options.handler_context
+            if context is None:
+                await self._call_event(handler, msg, None)
+            else:
+                info = self._message_info(msg)
+                async with entered(context(info)):
+                    await self._call_event(handler, msg, info)
         except Exception:
             logger.exception("handler for event %r failed", msg.name)
+
+    async def _call_event(self, handler: Handler, msg: Incoming, info: MessageInfo | None) -> None:
+        """Run the middleware, convert the arguments and call an event handler."""
+        chain = self._middleware_chain(msg)
+        if chain:
+            try:
+                await run_middleware(chain, info or self._message_info(msg))
+            except Exception as exc:
+                logger.info("%r: event %r rejected by middleware: %r", self, msg.name, exc)
+                return
+        args = msg.args
+        if handler.bind is not None:
+            try:
+                args = handler.bind(args)  # type: ignore[assignment]
+            except ArgumentError as exc:
+                logger.warning("%r: dropped event %r: %s", self, msg.name, exc)
+                return
+        result = handler.fn(*args)
+        if handler.kind == "async" or hasattr(result, "__await__"):
+            await result
 
     async def _invoke_request(
         self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active
     ) -> str | None:
         """Run a request handler under its cancel scope; return the answer frame, if any."""
+        with active.scope:
+            try:
+                context = self._options.handler_context
+                if context is None:
+                    return await self._call_request(gen, handler, msg, active, None)
+                info = self._message_info(msg)
+                async with entered(context(info)):
+                    return await self._call_request(gen, handler, msg, active, info)
+            except Exception as exc:
+                logger.debug("handler for request %r failed: %r", msg.name, exc)
+                channel = active.channel
+                if channel is not None and channel._announced:
+                    # The answer was a channel already (a stream): the failure aborts it.
+                    channel._abort_nowait(self._failure_payload(exc))
+                    return None
+                return proto.encode_rejection(
+                    active.id,
+                    self._failure_payload(exc),
+                    error_flag=self._options.error_flag,
+                    codec=self._codec,
+                )
+        return None
+
+    async def _call_request(
+        self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active, info: MessageInfo | None
+    ) -> str | None:
+        """Run the middleware, convert the arguments and call a request handler.
+
+        Exceptions of the middleware, the conversion and the handler propagate: the caller
+        turns them into the rejection.
+        """
+        chain = self._middleware_chain(msg)
+        if chain:
+            await run_middleware(chain, info or self._message_info(msg))
+        args = msg.args if handler.bind is None else handler.bind(msg.args)
         rid = active.id
         flag = self._options.error_flag
         if handler.kind in ("asyncgen", "stream"):
             from ._channels import serve_stream
 
-            with active.scope:
-                return await serve_stream(self, gen, handler, msg, active)
+            return await serve_stream(self, gen, handler, msg, active, args=args)
+        result = handler.fn(*args)
+        if handler.kind == "async" or hasattr(result, "__await__"):
+            result = await result
+        if active.channel is not None and result is active.channel:
+            try:
+                active.channel._announce(active)
+            except ProtocolError as exc:
+                return proto.encode_rejection(
+                    rid, proto.message_payload(str(exc)), error_flag=flag, codec=self._codec
+                )
+            except ChannelClosed:
+                pass
             return None
-        with active.scope:
-            try:
-                result = handler.fn(*msg.args)
-                if handler.kind == "async" or hasattr(result, "__await__"):
-                    result = await result
-            except Exception as exc:
-                logger.debug("handler for request %r failed: %r", msg.name, exc)
-                return proto.encode_rejection(rid, self._failure_payload(exc), error_flag=flag)
-            if active.channel is not None and result is active.channel:
-                try:
-                    active.channel._announce(active)
-                except ProtocolError as exc:
-                    return proto.encode_rejection(rid, proto.message_payload(str(exc)), error_flag=flag)
-                except ChannelClosed:
-                    pass
-                return None
-            try:
-                return proto.encode_resolution(rid, result)
-            except (TypeError, ValueError, RecursionError) as exc:
-                return proto.encode_rejection(rid, proto.message_payload(str(exc)), error_flag=flag)
-        return None
+        try:
+            return proto.encode_resolution(rid, result, codec=self._codec)
+        except (TypeError, ValueError, RecursionError) as exc:
+            return proto.encode_rejection(
+                rid, proto.message_payload(str(exc)), error_flag=flag, codec=self._codec
+            )
+
+    def _middleware_chain(self, msg: Incoming) -> tuple[Middleware, ...]:
+        """The middleware for ``msg``: the server's, its named channel's, ours, our channel's."""
+        server = self._server
+        chain = self._middleware
+        c = msg.channel
+        if c is not None and type(c) is str:
+            own = self._named.get(c)
+            if own is not None and own._middleware:
+                chain = chain + own._middleware
+            if server is not None:
+                shared = server._named.get(c)
+                if shared is not None and shared._middleware:
+                    chain = shared._middleware + chain
+        if server is not None and server._middleware:
+            chain = server._middleware + chain
+        return chain
+
+    def _message_info(self, msg: Incoming) -> MessageInfo:
+        channel = msg.channel if type(msg.channel) is str else None
+        return MessageInfo(self, msg.name, msg.args, msg.id, channel, msg.anon)
 
     def _failure_payload(self, exc: Exception) -> ErrorPayload:
         """The rejection for a handler's exception (§6.2): a peer's error is forwarded as is."""
         if isinstance(exc, RemoteError):
             return exc.payload
+        if isinstance(exc, trio.TooSlowError) and not str(exc):
+            # A deadline from handler_context (or the handler's own fail_after) expired.
+            exc = TimeoutError(proto.HANDLER_TIMED_OUT)
         return proto.error_from_exception(exc, self._options.error_to_json)
 
     async def _on_answer(self, gen: _Generation, msg: Answer) -> None:
@@ -810,7 +899,9 @@ class Client(Registry):
     async def _stale_creation(self, gen: _Generation, rid: int) -> None:
         # A channel announced for a request we no longer wait for (§9.7): tell the peer to free it.
         if rid < self._next_id and rid not in gen.channels and gen.compat == "v4":
-            await gen.send(proto.encode_abort(rid, None, error_flag=self._options.error_flag))
+            await gen.send(
+                proto.encode_abort(rid, None, error_flag=self._options.error_flag, codec=self._codec)
+            )
 
     def _on_cancel(self, gen: _Generation, msg: Cancel) -> None:
         if msg.id is None:

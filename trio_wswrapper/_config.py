@@ -7,7 +7,8 @@ from typing import Any, get_args
 
 import attrs
 
-from ._protocol import Limits, PeerCompat
+from ._middleware import HandlerContext
+from ._protocol import Codec, JsonCodec, Limits, PeerCompat
 
 __all__ = ["Options"]
 
@@ -15,6 +16,11 @@ __all__ = ["Options"]
 def _check_compat(_: object, __: object, value: str) -> None:
     if value not in get_args(PeerCompat):
         raise ValueError(f"peer_compat must be one of {get_args(PeerCompat)}, not {value!r}")
+
+
+def _check_codec(_: object, __: object, value: object) -> None:
+    if not (callable(getattr(value, "encode", None)) and callable(getattr(value, "decode", None))):
+        raise TypeError(f"codec must have encode() and decode() methods, not {type(value).__name__}")
 
 
 def _check_timeout(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -39,6 +45,11 @@ class Options:
     error_flag: bool = False
     #: Builds the error object sent for a handler exception (§6.2); None uses the default.
     error_to_json: Callable[[BaseException], Any] | None = None
+    #: Called with each handled message's :class:`MessageInfo`; the context manager it returns
+    #: (sync or async) is entered around the middleware and the handler. None: no context.
+    handler_context: HandlerContext | None = None
+    #: Encodes and decodes whole frames; the default is compact JSON (:class:`JsonCodec`).
+    codec: Codec = attrs.field(factory=JsonCodec, validator=_check_codec)
 
 
 def make_options(
@@ -50,6 +61,8 @@ def make_options(
     **rest: Any,
 ) -> Options:
     """Build :class:`Options` from the flat keyword arguments of the public entry points."""
+    if "codec" in rest and rest["codec"] is None:
+        del rest["codec"]
     limits = Limits(
         max_message_size=max_message_size,
         max_concurrent_handlers=max_concurrent_handlers,

@@ -31,6 +31,7 @@ from . import _protocol as proto
 from ._client import Client
 from ._config import make_options
 from ._errors import ConnectionClosed, ConnectionRejected
+from ._middleware import HandlerContext
 from ._server import _collapse, _is_cancellation
 from ._transport import TrioWebsocketTransport
 
@@ -350,6 +351,8 @@ async def open_client(
     peer_compat: proto.PeerCompat = "v4",
     error_flag: bool = False,
     error_to_json: Callable[[BaseException], Any] | None = None,
+    handler_context: HandlerContext | None = None,
+    codec: proto.Codec | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to the ws-wrapper endpoint at ``url`` and yield the connected :class:`Client`.
 
@@ -380,6 +383,8 @@ async def open_client(
                 peer_compat=peer_compat,
                 error_flag=error_flag,
                 error_to_json=error_to_json,
+                handler_context=handler_context,
+                codec=codec,
             )
         )
     policy = Reconnect() if reconnect is True else (reconnect or None)

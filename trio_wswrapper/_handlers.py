@@ -1,7 +1,8 @@
 """Handler registry: on/once tables with replacement semantics, and lifecycle listeners.
 
 Handlers are prepared once, at registration: whether a callable is a coroutine function or an
-async generator is decided here, never per message.
+async generator, and how its arguments are converted to its annotations, is decided here, never
+per message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final, Literal, TypeVar, overload
 import attrs
 
 from ._protocol import RESERVED_NAMES, check_event_name
+from ._typed import Binder, make_binder
 
 __all__ = ["Handler", "HandlerTable", "LIFECYCLE_ALIASES", "Registry", "iterable_handler"]
 
@@ -57,26 +59,33 @@ def iterable_handler(fn: F) -> F:
 
 @attrs.frozen(eq=False)
 class Handler:
-    """A registered callable and how to invoke it."""
+    """A registered callable and how to invoke it.
+
+    ``bind`` converts a message's arguments to the annotated parameter types (see
+    ``_typed.py``); it is None for handlers without parameter annotations, whose arguments
+    are passed as they are.
+    """
 
     fn: Callable[..., Any]
     kind: HandlerKind
+    bind: Binder | None = None
 
     @classmethod
-    def prepare(cls, fn: Callable[..., Any]) -> Handler:
-        """Inspect ``fn`` once and record how it must be called."""
+    def prepare(cls, fn: Callable[..., Any], name: str = "") -> Handler:
+        """Inspect ``fn`` once and record how it must be called for event ``name``."""
         if not callable(fn):
             raise TypeError(f"handler must be callable, not {type(fn).__name__}")
+        bind = make_binder(fn, name or getattr(fn, "__name__", "handler"))
         if getattr(fn, _ITERABLE_MARK, False):
-            return cls(fn, "stream")
+            return cls(fn, "stream", bind)
         target = inspect.unwrap(fn)
         if inspect.isasyncgenfunction(target):
-            return cls(fn, "asyncgen")
+            return cls(fn, "asyncgen", bind)
         if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             getattr(target, "__call__", None)  # noqa: B004 - objects with an async __call__
         ):
-            return cls(fn, "async")
-        return cls(fn, "sync")
+            return cls(fn, "async", bind)
+        return cls(fn, "sync", bind)
 
 
 @attrs.define(eq=False)
@@ -88,7 +97,7 @@ class HandlerTable:
 
     def add(self, name: str, fn: Callable[..., Any], *, once: bool) -> None:
         """Register ``fn`` for ``name``; a second registration replaces the first."""
-        handler = Handler.prepare(fn)
+        handler = Handler.prepare(fn, name)
         if once:
             self.once[name] = handler
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, Union
+from typing import Any, Final, Literal, Protocol, Union
 
 import attrs
 
@@ -21,10 +21,12 @@ __all__ = [
     "Abort",
     "Answer",
     "Cancel",
+    "Codec",
     "ErrorPayload",
     "Ignored",
     "Inbound",
     "Incoming",
+    "JsonCodec",
     "Limits",
     "PeerCompat",
     "compact_json",
@@ -86,6 +88,53 @@ def _load(text: str) -> Any:
     except ValueError:
         # Only the integer digit limit raises a plain ValueError: retry with the slow decoder.
         return _loads_big(text)
+
+
+def _load_frame(frame: str | bytes) -> Any:
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        frame = bytes(frame).decode("utf-8")
+    return _load(frame)
+
+
+class Codec(Protocol):
+    """Turns whole frames into text and back (like ws-wrapper's messageEncode/messageDecode).
+
+    ``encode`` gets a frame as a dict (``{"a": [...], "i": 1}``) and returns the text to send;
+    it raises TypeError or ValueError for values it cannot encode. ``decode`` gets a received
+    text or binary frame and returns the decoded value; any exception marks the frame as not
+    valid (it is ignored, PROTOCOL.md §3.1). Both are called for every frame, so keep them fast.
+    """
+
+    def encode(self, obj: Any) -> str:
+        """The text frame for ``obj``."""
+        ...
+
+    def decode(self, data: str | bytes) -> Any:
+        """The value in frame ``data``."""
+        ...
+
+
+@attrs.frozen
+class JsonCodec:
+    """The default codec: compact ASCII JSON, NaN and Infinity refused in both directions.
+
+    Integers too long for Python's int parser are read as floats, as JavaScript reads them.
+    With this codec the encoders build frames directly, key order fixed, with no dict per frame.
+    """
+
+    def encode(self, obj: Any) -> str:
+        """Compact JSON text for ``obj``; TypeError/ValueError when it cannot be encoded."""
+        return _dumps(obj)
+
+    def decode(self, data: str | bytes) -> Any:
+        """Decode a JSON frame; raises ValueError for invalid JSON or UTF-8."""
+        return _load_frame(data)
+
+
+def custom_codec(codec: Codec | None) -> Codec | None:
+    """What to pass as ``codec=`` to the encoders and :func:`decode`: None for the built-in
+    JSON codec (the encoders then take their direct, dict-free path), else ``codec``."""
+    return None if codec is None or type(codec) is JsonCodec else codec
 
 
 def is_valid_id(value: object) -> bool:
@@ -302,22 +351,28 @@ def _channel_id(h: JSONValue) -> int | Literal[False] | None:
     return False
 
 
-def decode(frame: str | bytes) -> Inbound:
+def decode(frame: str | bytes, codec: Codec | None = None) -> Inbound:
     """Classify one inbound frame (PROTOCOL.md §3.1 steps 2–12, without connection state).
 
     Never raises: anything that is not a protocol message comes back as :class:`Ignored`.
     Steps that need connection state (pending, active and channel tables) are left to the
-    caller, guided by the returned type.
+    caller, guided by the returned type. ``codec`` replaces the built-in JSON decoder.
     """
-    if isinstance(frame, (bytes, bytearray, memoryview)):
+    if codec is not None and type(codec) is not JsonCodec:
         try:
-            frame = bytes(frame).decode("utf-8")
-        except UnicodeDecodeError:
-            return _BAD_UTF8
-    try:
-        msg = _load(frame)
-    except (ValueError, RecursionError, TypeError):
-        return _NOT_JSON
+            msg = codec.decode(frame)
+        except Exception:
+            return _NOT_JSON
+    else:
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            try:
+                frame = bytes(frame).decode("utf-8")
+            except UnicodeDecodeError:
+                return _BAD_UTF8
+        try:
+            msg = _load(frame)
+        except (ValueError, RecursionError, TypeError):
+            return _NOT_JSON
     if type(msg) is not dict:
         return _NOT_OBJECT
     if msg.get("ws-wrapper", True) is False:
@@ -350,14 +405,31 @@ def decode(frame: str | bytes) -> Inbound:
 # ---------------------------------------------------------------------------------------------
 # Outbound frames (§1.1, §2)
 #
-# Each encoder builds the frame text directly so that key order is fixed for golden tests and
-# no dict is allocated per message. Payload values go through compact_json, which raises
+# With the default codec, each encoder builds the frame text directly so that key order is fixed
+# for golden tests and no dict is allocated per message; a custom codec gets the frame as a dict
+# with the same key order. Payload values go through compact_json, which raises
 # TypeError/ValueError for unencodable values (including NaN and Infinity).
 
 
 def _error_fields(payload: ErrorPayload, error_flag: bool) -> str:
     flag = (',"_":true' if error_flag else ',"_":1') if payload.is_error else ""
     return compact_json(payload.value) + flag
+
+
+def _with_error(codec: Codec, head: dict[str, Any], key: str, payload: ErrorPayload, error_flag: bool) -> str:
+    # The custom-codec counterpart of _error_fields, with the §6.2 fallback for bad payloads.
+    try:
+        return codec.encode(_error_frame(head, key, payload, error_flag))
+    except (TypeError, ValueError, RecursionError) as exc:
+        fallback = ErrorPayload({"message": str(exc)}, True)
+        return codec.encode(_error_frame(head, key, fallback, error_flag))
+
+
+def _error_frame(head: dict[str, Any], key: str, payload: ErrorPayload, error_flag: bool) -> dict[str, Any]:
+    frame = {**head, key: payload.value}
+    if payload.is_error:
+        frame["_"] = True if error_flag else 1
+    return frame
 
 
 def encode_event(
@@ -367,8 +439,18 @@ def encode_event(
     channel: str | None = None,
     anon: int | None = None,
     id: int | None = None,
+    codec: Codec | None = None,
 ) -> str:
     """Encode an event (``id`` None) or request on the root, a named or an anonymous channel."""
+    if codec is not None:
+        frame: dict[str, Any] = {"a": [name, *args]}
+        if anon is not None:
+            frame["h"] = anon
+        elif channel is not None:
+            frame["c"] = channel
+        if id is not None:
+            frame["i"] = id
+        return codec.encode(frame)
     text = '{"a":' + compact_json([name, *args])
     if anon is not None:
         text += f',"h":{anon}'
@@ -379,18 +461,24 @@ def encode_event(
     return text + "}"
 
 
-def encode_resolution(id: int, value: JSONValue) -> str:
+def encode_resolution(id: int, value: JSONValue, *, codec: Codec | None = None) -> str:
     """``{"i":id,"d":value}``; raises TypeError/ValueError when ``value`` cannot be encoded."""
+    if codec is not None:
+        return codec.encode({"i": id, "d": value})
     return f'{{"i":{id},"d":{compact_json(value)}}}'
 
 
-def encode_rejection(id: int, payload: ErrorPayload, *, error_flag: bool = False) -> str:
+def encode_rejection(
+    id: int, payload: ErrorPayload, *, error_flag: bool = False, codec: Codec | None = None
+) -> str:
     """``{"i":id,"e":…}`` with ``"_":1`` for error objects; never raises for bad payloads.
 
     An ``e`` that cannot be encoded is replaced by ``{"message": <encoder error>}`` (§6.2).
     """
     if payload.value is None:
         payload = error_from_value(None)
+    if codec is not None:
+        return _with_error(codec, {"i": id}, "e", payload, error_flag)
     try:
         body = _error_fields(payload, error_flag)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -407,18 +495,32 @@ def _reason_fields(reason: ErrorPayload | None, error_flag: bool) -> str:
         return _error_fields(ErrorPayload({"message": str(exc)}, True), error_flag)
 
 
-def encode_cancel(id: int, reason: ErrorPayload | None = None, *, error_flag: bool = False) -> str:
+def encode_cancel(
+    id: int, reason: ErrorPayload | None = None, *, error_flag: bool = False, codec: Codec | None = None
+) -> str:
     """``{"i":id,"x":reason}``: cancel our pending request ``id`` (§8.1)."""
+    if codec is not None:
+        if reason is None or reason.value is None:
+            reason = DEFAULT_ABORT_REASON
+        return _with_error(codec, {"i": id}, "x", reason, error_flag)
     return f'{{"i":{id},"x":{_reason_fields(reason, error_flag)}}}'
 
 
-def encode_abort(anon: int, reason: ErrorPayload | None = None, *, error_flag: bool = False) -> str:
+def encode_abort(
+    anon: int, reason: ErrorPayload | None = None, *, error_flag: bool = False, codec: Codec | None = None
+) -> str:
     """``{"h":anon,"x":reason}``: abort anonymous channel ``anon`` (§9.6)."""
+    if codec is not None:
+        if reason is None or reason.value is None:
+            reason = DEFAULT_ABORT_REASON
+        return _with_error(codec, {"h": anon}, "x", reason, error_flag)
     return f'{{"h":{anon},"x":{_reason_fields(reason, error_flag)}}}'
 
 
-def encode_creation(id: int) -> str:
+def encode_creation(id: int, *, codec: Codec | None = None) -> str:
     """``{"i":id,"h":1}``: announce the anonymous channel that answers request ``id`` (§9.2)."""
+    if codec is not None:
+        return codec.encode({"i": id, "h": 1})
     return f'{{"i":{id},"h":1}}'
 
 
@@ -457,6 +559,8 @@ def overflow_text(anon: int) -> str:
 
 TOO_MANY_REQUESTS: Final = "Too many concurrent requests"
 REQUEST_TIMED_OUT: Final = "Request timed out"
+#: The rejection text when a handler's deadline (for example from handler_context) expires.
+HANDLER_TIMED_OUT: Final = "Handler timed out"
 ANON_UNSUPPORTED: Final = "Anonymous channels are not supported by this peer"
 NOT_ITERABLE: Final = "iterableHandler: handler must return a sync or async iterable"
 ITERATION_CLOSED: Final = "channel closed before iteration completed"

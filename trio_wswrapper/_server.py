@@ -18,6 +18,7 @@ from ._config import Options, make_options
 from ._errors import ConnectionClosed
 from ._handlers import HandlerTable, Registry, new_lifecycle
 from ._handshake import Handshake, Reject, normalize_origin, origin_allowed
+from ._middleware import HandlerContext, UsesMiddleware
 from ._transport import Transport, TrioWebsocketTransport
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -31,7 +32,7 @@ logger = logging.getLogger("trio_wswrapper")
 BroadcastFailures = list[tuple[Client, Exception]]
 
 
-class ServerChannel(Registry):
+class ServerChannel(Registry, UsesMiddleware):
     """A named channel for every connection of a server (``server.of(name)``)."""
 
     def __init__(self, server: Server, name: str) -> None:
@@ -44,7 +45,7 @@ class ServerChannel(Registry):
         """Broadcast event ``name`` on this channel to every client (see :meth:`Server.emit`)."""
         self._check_open()
         proto.check_event_name(name, root=False)
-        frame = proto.encode_event(name, args, channel=self.name)
+        frame = proto.encode_event(name, args, channel=self.name, codec=self._server._codec)
         await trio.lowlevel.checkpoint()
         return self._server._broadcast(frame)
 
@@ -78,7 +79,7 @@ class ServerStatistics:
     queued_frames: int
 
 
-class Server(Registry):
+class Server(Registry, UsesMiddleware):
     """A ws-wrapper server: one handler registry shared by all of its connections.
 
     Handlers registered with :meth:`on`/:meth:`once` (and on :meth:`of` channels) serve every
@@ -106,6 +107,8 @@ class Server(Registry):
         authorize: Callable[[Handshake], Any] | None = None,
         allowed_origins: Collection[str] | None = None,
         subprotocols: Sequence[str] = (),
+        handler_context: HandlerContext | None = None,
+        codec: proto.Codec | None = None,
     ) -> None:
         self._options = make_options(
             max_message_size=max_message_size,
@@ -118,7 +121,10 @@ class Server(Registry):
             peer_compat=peer_compat,
             error_flag=error_flag,
             error_to_json=error_to_json,
+            handler_context=handler_context,
+            codec=codec,
         )
+        self._codec = proto.custom_codec(self._options.codec)
         self._connect_timeout = connect_timeout
         self._authorize = authorize
         self._origins = (
@@ -158,7 +164,7 @@ class Server(Registry):
         ``(client, exception)`` (``trio.WouldBlock`` or :class:`ConnectionClosed`).
         """
         proto.check_event_name(name, root=True)
-        frame = proto.encode_event(name, args)
+        frame = proto.encode_event(name, args, codec=self._codec)
         await trio.lowlevel.checkpoint()
         return self._broadcast(frame)
 
