@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ from ._config import Options, make_options
 from ._errors import ConnectionClosed
 from ._handlers import HandlerTable, Registry, new_lifecycle
 from ._handshake import Handshake, Reject, normalize_origin, origin_allowed
+from ._http import StaticFiles, StaticSpec, route_stream
 from ._middleware import HandlerContext, UsesMiddleware
 from ._transport import Transport, TrioWebsocketTransport
 
@@ -109,6 +111,7 @@ class Server(Registry, UsesMiddleware):
         subprotocols: Sequence[str] = (),
         handler_context: HandlerContext | None = None,
         codec: proto.Codec | None = None,
+        static: StaticSpec | None = None,
     ) -> None:
         self._options = make_options(
             max_message_size=max_message_size,
@@ -131,6 +134,7 @@ class Server(Registry, UsesMiddleware):
             None if allowed_origins is None else frozenset(normalize_origin(o) for o in allowed_origins)
         )
         self._subprotocols = tuple(subprotocols)
+        self._static = None if static is None else StaticFiles(static)
         self._table = HandlerTable()
         self._lifecycle = new_lifecycle()
         self._named: dict[str, ServerChannel] = {}
@@ -142,6 +146,11 @@ class Server(Registry, UsesMiddleware):
     def options(self) -> Options:
         """The options every connection of this server uses."""
         return self._options
+
+    @property
+    def static(self) -> dict[str, Path] | None:
+        """The static directories :meth:`serve` answers plain HTTP from, by URL prefix."""
+        return None if self._static is None else self._static.as_mapping()
 
     @property
     def clients(self) -> list[Client]:
@@ -264,10 +273,17 @@ class Server(Registry, UsesMiddleware):
                 handshake: Handshake | None = None
                 auth = None
                 with trio.move_on_after(self._connect_timeout):
+                    ws_stream: trio.abc.Stream | None = stream
+                    if self._static is not None:
+                        ws_stream = await route_stream(stream, self._static)
+                    if ws_stream is None:
+                        return  # a plain HTTP request, answered
                     request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self._options.limits.max_message_size
+                        nursery,
+                        ws_stream,  # any trio Stream works
+                        max_message_size=self._options.limits.max_message_size,
                     )
-                    handshake = _handshake_of(request)
+                    handshake = _handshake_of(request, stream)
                     verdict = await self._admit(handshake)
                     if isinstance(verdict, Reject):
                         await request.reject(
@@ -289,6 +305,8 @@ class Server(Registry, UsesMiddleware):
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("connection dropped before the WebSocket opened: %r", exc)
         except Exception:
             logger.exception("connection failed")
         finally:
@@ -342,14 +360,27 @@ class Server(Registry, UsesMiddleware):
         )
 
 
-def _handshake_of(request: trio_websocket.WebSocketRequest) -> Handshake:
-    remote = request.remote
+def _handshake_of(request: trio_websocket.WebSocketRequest, stream: trio.abc.Stream) -> Handshake:
     return Handshake(
         path=request.path,
         headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers),
         subprotocols=tuple(request.proposed_subprotocols),
-        remote=None if isinstance(remote, str) else (str(remote.address), remote.port),
+        remote=_peer(stream),
     )
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The remote (host, port) of a socket stream, TLS or not."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        host, port, *_ = sock.getpeername()
+    except (OSError, ValueError):
+        return None
+    return str(host), int(port)
 
 
 def _collapse(group: BaseExceptionGroup[Any]) -> BaseException:
