@@ -155,3 +155,9 @@ class RawWebSocket:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+    async def __aenter__(self) -> RawWebSocket:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await trio.aclose_forcefully(self.stream)

@@ -97,23 +97,22 @@ async def test_hostile_frames(case: str, nursery: trio.Nursery) -> None:
         stop = trio.Event()
         healthy = Healthy()
         await nursery.start(healthy.run, port, stop)
-        raw = await RawWebSocket.connect(port)
-        await raw.send_raw(data)
-        add("hostile frames", "wire cases", 1)
-        if outcome == "answer":
-            assert await raw.receive() == ANSWER
-            await raw.send_text('{"a":["echo",2],"i":2}')
-            assert await raw.receive() == '{"i":2,"d":2}'
-        elif outcome == "answer-long":
-            reply = await raw.receive()
-            assert isinstance(reply, str) and json.loads(reply)["d"] == "x" * (LIMIT - 25)
-        elif outcome == "drop":
-            closed = await raw.wait_closed()
-            assert closed.code in (1002, 1006, 1007)
-        else:
-            closed = await raw.wait_closed()
-            assert closed.code == outcome
-        await raw.aclose()
+        async with await RawWebSocket.connect(port) as raw:
+            await raw.send_raw(data)
+            add("hostile frames", "wire cases", 1)
+            if outcome == "answer":
+                assert await raw.receive() == ANSWER
+                await raw.send_text('{"a":["echo",2],"i":2}')
+                assert await raw.receive() == '{"i":2,"d":2}'
+            elif outcome == "answer-long":
+                reply = await raw.receive()
+                assert isinstance(reply, str) and json.loads(reply)["d"] == "x" * (LIMIT - 25)
+            elif outcome == "drop":
+                closed = await raw.wait_closed()
+                assert closed.code in (1002, 1006, 1007)
+            else:
+                closed = await raw.wait_closed()
+                assert closed.code == outcome
         await wait_until(lambda: idle(server, clients=1))
         stop.set()
         await wait_until(lambda: idle(server, clients=0))
@@ -131,11 +130,10 @@ async def test_half_sent_frame_then_silence_is_cut_by_close(nursery: trio.Nurser
     server = make_server(max_message_size=LIMIT, close_timeout=0.2)
     with trio.fail_after(30):
         port = await nursery.start(server.serve, "127.0.0.1", 0)
-        raw = await RawWebSocket.connect(port)
-        await raw.send_raw(frame(Opcode.TEXT, REQUEST)[:7])
-        await wait_until(lambda: len(server.clients) == 1)
-        await server.aclose()
-        closed = await raw.wait_closed()
-        assert isinstance(closed, CloseConnection)
-        await raw.aclose()
+        async with await RawWebSocket.connect(port) as raw:
+            await raw.send_raw(frame(Opcode.TEXT, REQUEST)[:7])
+            await wait_until(lambda: len(server.clients) == 1)
+            await server.aclose()
+            closed = await raw.wait_closed()
+            assert isinstance(closed, CloseConnection)
         await wait_until(lambda: idle(server))
