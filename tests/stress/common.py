@@ -109,6 +109,7 @@ def make_server(**options: Any) -> wsw.Server:
 class Healthy:
     """A well-behaved client that keeps making requests and checks every reply."""
 
+    requests: int = 0
     replies: int = 0
 
     async def run(self, port: int, stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -118,10 +119,16 @@ class Healthy:
             while not stop.is_set():
                 n += 1
                 payload = {"n": n, "s": "é" * (n % 7)}
+                self.requests += 3
                 assert await client.request("echo", payload) == payload
                 assert await client.of("room").request("echo", [n]) == [n]
                 assert await client.request("add", n, 1) == n + 1
                 self.replies += 3
+
+    @property
+    def lost(self) -> int:
+        """Requests that got no correct reply (a wrong one fails the test at once)."""
+        return self.requests - self.replies
 
 
 class ErrorLog(logging.Handler):

@@ -116,7 +116,7 @@ async def test_hostile_frames(case: str, nursery: trio.Nursery) -> None:
         await wait_until(lambda: idle(server, clients=1))
         stop.set()
         await wait_until(lambda: idle(server, clients=0))
-        assert healthy.replies > 0
+        assert healthy.replies > 0 and healthy.lost == 0
         if outcome == "drop":
             assert closes[0][0] in (1002, 1006, 1007)
         elif outcome != "answer" and outcome != "answer-long":
