@@ -660,6 +660,12 @@ class Client(Registry):
             logger.debug("%r: ignored reserved name %r on the root channel", self, msg.name)
             return
         rid = msg.id
+        if rid is not None and len(gen.queue) >= self._options.limits.send_queue_size:
+            # Answers skip the queue's limit (their handlers must never block on it), so a peer
+            # that sends requests and never reads would pile them up: stop reading until the
+            # writer catches up; the peer sees TCP backpressure (§13).
+            await gen.queue.wait_writable()
+            gen.queue.pass_turn()
         if rid is not None and rid in gen.active:
             logger.debug("%r: ignored request reusing active id %d", self, rid)
             return
