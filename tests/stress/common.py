@@ -81,6 +81,12 @@ def make_server(**options: Any) -> wsw.Server:
     async def sleep() -> None:
         await trio.sleep_forever()
 
+    @server.on("slow")
+    async def slow(n: int) -> int:
+        for _ in range(n):
+            await trio.sleep(0)
+        return n
+
     @server.on("fail")
     def fail(message: Any) -> None:
         raise ValueError(message)
