@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from . import _cancel
+from . import _cancel, _logging
 from . import _protocol as proto
 from ._config import Options
 from ._errors import (
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "cancel_reason", "current_client"]
 
-logger = logging.getLogger("trio_wswrapper")
+logger = _logging.logger  # rate-limited at INFO and above (see _logging.py)
 
 _current_client: contextvars.ContextVar[Client] = contextvars.ContextVar("trio_wswrapper.client")
 _current_request: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
