@@ -4,7 +4,8 @@ The clients run in a child process (load_clients.py) so that this process's memo
 server's. Each client makes echo requests and checks the replies while the server broadcasts
 ``tick`` events and asks every client ``whoami``. Counts are asserted (replies lost or
 mismatched, broadcasts dropped, and after the clients leave: clients, requests, handlers,
-channels, tasks and live objects back to the baseline); resident memory is only reported.
+channels, tasks and live objects back to the baseline); resident memory is only reported,
+after each of several rounds, so that growth from round to round would show.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 import trio
 
+import trio_wswrapper as wsw
+
 from .common import (
-    add,
     error_log,
     idle,
     leak_types,
@@ -35,80 +37,93 @@ from .common import (
 ROOT = Path(__file__).parents[2]
 
 
-async def test_many_clients(nursery: trio.Nursery) -> None:
-    clients, requests, broadcasts = scale(100, 1000), scale(10, 30), scale(20, 100)
-    raise_open_file_limit(clients + 200)
-    server = make_server(heartbeat_interval=30)
-    with error_log() as errors, trio.fail_after(scale(120, 900)):
-        port = await nursery.start(server.serve, "127.0.0.1", 0)
-        baseline_tasks = task_count()
-        baseline_objects = live_objects(*leak_types())
-        rss = {"before": rss_kib()}
-        finished = trio.Event()
-        child: dict[str, Any] = {}
+async def one_round(
+    server: wsw.Server, port: int, clients: int, requests: int, broadcasts: int
+) -> dict[str, Any]:
+    """Run the client process once against ``server``; return what both sides counted."""
+    finished = trio.Event()
+    child: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
 
-        async def run_clients() -> None:
-            argv = [sys.executable, "-m", "tests.stress.load_clients", str(port), str(clients)]
-            argv += [str(requests), str(broadcasts)]
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            child["process"] = await trio.run_process(
-                argv, capture_stdout=True, check=False, cwd=ROOT, env=env
-            )
-            finished.set()
+    async def run_clients() -> None:
+        argv = [sys.executable, "-m", "tests.stress.load_clients", str(port), str(clients)]
+        argv += [str(requests), str(broadcasts)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        child["process"] = await trio.run_process(argv, capture_stdout=True, check=False, cwd=ROOT, env=env)
+        finished.set()
 
+    async with trio.open_nursery() as nursery:
         nursery.start_soon(run_clients)
         await wait_until(lambda: len(server.clients) == clients or finished.is_set(), timeout=scale(60, 600))
         assert len(server.clients) == clients, child
-        rss["connected"] = rss_kib()
-        tasks_connected = task_count()
+        figures["rss connected"] = rss_kib()
+        figures["tasks"] = task_count()
 
         dropped = await server.emit("go")
         for seq in range(broadcasts):
             dropped += await server.emit("tick", seq)
             await trio.sleep(0.005)  # pacing only; nothing is asserted about time
-        answers: dict[int, Any] = {}
+        answers: list[Any] = []
 
-        async def ask(client: Any) -> None:
-            answers[id(client)] = await client.request("whoami")
+        async def ask(client: wsw.Client) -> None:
+            answers.append(await client.request("whoami"))
 
-        async def ask_all() -> None:
-            async with trio.open_nursery() as asking:
-                for client in server.clients:
-                    asking.start_soon(ask, client)
-
-        await ask_all()  # in a function, so that no local variable keeps a client alive
-        rss["during"] = rss_kib()
+        async with trio.open_nursery() as asking:
+            for client in server.clients:
+                asking.start_soon(ask, client)
+        del client  # no local variable may keep a client alive for the leak check
+        figures["rss during"] = rss_kib()
         dropped += await server.emit("done")
         await finished.wait()
-        process = child["process"]
-        result = json.loads(process.stdout)
-        await wait_until(lambda: idle(server))
-        after_tasks = task_count()
-        after_objects = live_objects(*leak_types())
-        rss["after"] = rss_kib()
-        await server.aclose()
+    process = child["process"]
+    result = json.loads(process.stdout)
+    result["returncode"] = process.returncode
+    result["broadcasts dropped"] = len(dropped)
+    result["whoami"] = sorted(answers) == list(range(clients))
+    result.update(figures)
+    return result
 
-    lost = result["requests"] - result["replies"]
+
+async def test_many_clients(nursery: trio.Nursery) -> None:
+    clients, requests, broadcasts = scale(100, 1000), scale(10, 30), scale(20, 100)
+    rounds = scale(1, 3)
+    raise_open_file_limit(clients + 200)
+    server = make_server(heartbeat_interval=30)
+    totals = {"requests": 0, "replies": 0, "mismatched": 0, "broadcasts dropped": 0}
+    rss: dict[str, int] = {}
+    with error_log() as errors, trio.fail_after(scale(120, 1200)):
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        baseline_tasks = task_count()
+        baseline_objects = live_objects(*leak_types())
+        rss["before"] = rss_kib()
+        for n in range(1, rounds + 1):
+            result = await one_round(server, port, clients, requests, broadcasts)
+            assert result["returncode"] == 0, result
+            assert result["connected"] == clients and result["ticks_complete"] == clients
+            assert result["replies"] == result["requests"] == clients * requests
+            assert result["mismatched"] == 0 and not result["errors"]
+            assert result["broadcasts dropped"] == 0 and result["whoami"]
+            for key in totals:
+                totals[key] += result[key]
+            await wait_until(lambda: idle(server))
+            assert task_count() == baseline_tasks
+            assert live_objects(*leak_types()) == baseline_objects
+            rss[f"round {n} connected"] = result["rss connected"]
+            rss[f"round {n} during"] = result["rss during"]
+            rss[f"round {n} after"] = rss_kib()
+        await server.aclose()
     record(
         "load",
         clients=clients,
-        requests=result["requests"],
-        replies=result["replies"],
-        replies_lost=lost,
-        replies_mismatched=result["mismatched"],
-        broadcasts=broadcasts * clients,
-        broadcasts_dropped=len(dropped),
-        server_requests=len(answers),
-        server_tasks_with_clients=tasks_connected - baseline_tasks,
+        rounds=rounds,
+        requests=totals["requests"],
+        replies_lost=totals["requests"] - totals["replies"],
+        replies_mismatched=totals["mismatched"],
+        broadcasts_received=rounds * broadcasts * clients,
+        broadcasts_dropped=totals["broadcasts dropped"],
+        server_requests=rounds * clients,
+        server_tasks_per_client=(result["tasks"] - baseline_tasks) / clients,
         server_rss_kib=rss,
         client_process_rss_kib=result["rss_kib"],
     )
-    add("load", "runs", 1)
-    assert process.returncode == 0, result
-    assert result["connected"] == clients and result["ticks_complete"] == clients
-    assert lost == 0 and result["mismatched"] == 0 and not result["errors"]
-    assert dropped == []
-    assert sorted(answers.values()) == list(range(clients))
-    assert after_tasks == baseline_tasks
-    assert after_objects == baseline_objects
     assert not errors.records, [r.getMessage() for r in errors.records]
