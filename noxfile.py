@@ -53,6 +53,19 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def stress(session: nox.Session) -> None:
+    """The long reliability runs (tests/stress at full scale); prints the figures at the end.
+
+    Not a default session: it takes a few minutes. `nox -s tests` runs the short versions.
+    The figures are also written as JSON to .nox/stress/tmp/stress-report.json.
+    """
+    session.install("-e", ".[test]")
+    report = Path(session.create_tmp()) / "stress-report.json"
+    env = {"WSW_STRESS": "1", "WSW_STRESS_REPORT": str(report)}
+    session.run("pytest", "-m", "stress", "tests/stress", *session.posargs, env=env)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo: a server and a client talking over loopback."""
     session.install("-e", ".")
