@@ -7,6 +7,7 @@ The figures recorded by the tests are printed at the end of the run and, when
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,13 @@ from typing import Any
 import pytest
 
 from .common import FIGURES, LONG
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_capture(caplog: pytest.LogCaptureFixture) -> None:
+    # The suite-wide DEBUG capture would keep a record (and what it references: clients,
+    # exceptions with their frames and payloads) for every ignored frame of a long run.
+    caplog.set_level(logging.INFO, logger="trio_wswrapper")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,4 +40,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{test}: {shown}")
     target = os.environ.get("WSW_STRESS_REPORT")
     if target:
-        Path(target).write_text(json.dumps({"long": LONG, "figures": FIGURES}, indent=2) + "\n")
+        # merged, so that one report can gather several pytest runs (nox -s stress runs
+        # each module in a fresh process, so that memory figures are not mixed up)
+        path = Path(target)
+        report = json.loads(path.read_text()) if path.exists() else {"long": LONG, "figures": {}}
+        report["figures"].update(FIGURES)
+        path.write_text(json.dumps(report, indent=2) + "\n")

@@ -227,8 +227,10 @@ async def test_fuzz_live_server(frames: list[tuple[Spec, str]], reset: bool) -> 
                 # The reader is still classifying in order: the sentinel's answer proves it, and
                 # everything sent before it was looked at.
                 received = await sentinel(raw, sent)
-                stats = server.statistics()
-                assert stats.running_handlers <= 16 and stats.open_channels <= 16
+                for client in server.clients:  # the limits hold per connection
+                    stats = client.statistics()
+                    assert stats.running_handlers <= 16 and stats.open_channels <= 16
+                del client
                 if reset:
                     raw.reset()
                 else:
