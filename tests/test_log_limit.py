@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
-import trio_wswrapper  # noqa: F401  (installs the filter)
+import trio_wswrapper
 from trio_wswrapper._logging import RateLimitFilter
 
 
@@ -33,3 +34,20 @@ def test_debug_records_are_not_limited() -> None:
 def test_installed_once_on_the_library_logger() -> None:
     filters = logging.getLogger("trio_wswrapper").filters
     assert sum(isinstance(f, RateLimitFilter) for f in filters) == 1
+
+
+def test_records_about_a_connection_are_counted_per_connection() -> None:
+    limit = RateLimitFilter(burst=2, clock=lambda: 0.0)
+    a, b = trio_wswrapper.Client(), trio_wswrapper.Client()
+
+    def about(client: trio_wswrapper.Client) -> logging.LogRecord:
+        return logging.LogRecord(
+            "trio_wswrapper", logging.WARNING, __file__, 1, "%r: dropped", (client,), None
+        )
+
+    assert [limit.filter(about(a)) for _ in range(3)] == [True, True, False]
+    assert [limit.filter(about(b)) for _ in range(3)] == [True, True, False]
+    assert [limit.filter(make("%r: dropped")) for _ in range(3)] == [True, True, False]
+    del a
+    gc.collect()
+    assert len(limit._connections) == 1  # windows go with their connection
