@@ -53,6 +53,23 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def stress(session: nox.Session) -> None:
+    """The long reliability runs (tests/stress at full scale); prints the figures of each.
+
+    Not a default session: it takes several minutes. `nox -s tests` runs the short versions.
+    Each module runs in a fresh process so that memory figures are its own; all figures are
+    also gathered as JSON in .nox/stress/tmp/stress-report.json.
+    """
+    session.install("-e", ".[test]")
+    report = Path(session.create_tmp()) / "stress-report.json"
+    report.unlink(missing_ok=True)
+    env = {"WSW_STRESS": "1", "WSW_STRESS_REPORT": str(report)}
+    for module in sorted((ROOT / "tests" / "stress").glob("test_*.py")):
+        session.run("pytest", "-m", "stress", str(module.relative_to(ROOT)), *session.posargs, env=env)
+    session.log(f"figures: {report}")
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo: a server and a client talking over loopback."""
     session.install("-e", ".")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from . import _cancel
+from . import _cancel, _logging
 from . import _protocol as proto
 from ._config import Options
 from ._errors import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "cancel_reason", "current_client"]
 
-logger = logging.getLogger("trio_wswrapper")
+logger = _logging.logger  # rate-limited at INFO and above (see _logging.py)
 
 _current_client: contextvars.ContextVar[Client] = contextvars.ContextVar("trio_wswrapper.client")
 _current_request: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
@@ -669,6 +669,12 @@ class Client(Registry, UsesMiddleware):
             logger.debug("%r: ignored reserved name %r on the root channel", self, msg.name)
             return
         rid = msg.id
+        if rid is not None and len(gen.queue) >= self._options.limits.send_queue_size:
+            # Answers skip the queue's limit (their handlers must never block on it), so a peer
+            # that sends requests and never reads would pile them up: stop reading until the
+            # writer catches up; the peer sees TCP backpressure (§13).
+            await gen.queue.wait_writable()
+            gen.queue.pass_turn()
         if rid is not None and rid in gen.active:
             logger.debug("%r: ignored request reusing active id %d", self, rid)
             return
