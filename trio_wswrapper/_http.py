@@ -13,6 +13,7 @@ import logging
 import mimetypes
 import os
 import stat
+from http import HTTPStatus
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Union
@@ -222,7 +223,9 @@ async def _answer(
             ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
         ]
-        await stream.send_all(connection.send(h11.Response(status_code=200, headers=headers)) or b"")
+        await stream.send_all(
+            connection.send(h11.Response(status_code=200, headers=headers, reason=b"OK")) or b""
+        )
         if method == b"GET":
             while chunk := await file.read(CHUNK):
                 await stream.send_all(connection.send(h11.Data(data=chunk)) or b"")
@@ -244,7 +247,12 @@ async def _respond(
         ("Connection", "close"),
         *(extra or []),
     ]
-    data = connection.send(h11.Response(status_code=status, headers=headers)) or b""
+    data = (
+        connection.send(
+            h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
+        )
+        or b""
+    )
     if not head_only:
         data += connection.send(h11.Data(data=body)) or b""
     data += connection.send(h11.EndOfMessage()) or b""
