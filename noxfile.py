@@ -1,4 +1,5 @@
-"""Developer tasks: `nox -s tests` (the README's test command), lint, typecheck, demo."""
+"""Developer tasks: `nox -s tests` and `nox -s demo` (the README's commands), lint, typecheck,
+stress and bench."""
 
 from __future__ import annotations
 
@@ -12,19 +13,23 @@ nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
 JS_DIR = ROOT / "tests" / "interop" / "js"
+CHAT_DIR = ROOT / "examples" / "chat"
 
 
-def install_js_peers(session: nox.Session) -> None:
-    """Install the pinned JavaScript peers for the interop tests, when npm is available."""
+def npm_ci(session: nox.Session, directory: Path, *, required: bool = False) -> None:
+    """`npm ci` in ``directory`` unless its node_modules already match its lock file."""
     npm = shutil.which("npm")
     if npm is None:
-        session.warn("npm not found: the interop tests will be skipped (CI installs Node.js)")
+        if required:
+            session.error("npm not found: install Node.js and npm (the page's packages come from npm)")
+        session.warn("npm not found: the interop and browser tests will be skipped (CI installs Node.js)")
         return
-    if not (JS_DIR / "node_modules" / ".package-lock.json").exists() or (
-        (JS_DIR / "package-lock.json").stat().st_mtime
-        > (JS_DIR / "node_modules" / ".package-lock.json").stat().st_mtime
+    installed = directory / "node_modules" / ".package-lock.json"
+    if (
+        not installed.exists()
+        or (directory / "package-lock.json").stat().st_mtime > installed.stat().st_mtime
     ):
-        with session.chdir(JS_DIR):
+        with session.chdir(directory):
             session.run(npm, "ci", "--no-audit", "--no-fund", external=True)
 
 
@@ -32,7 +37,8 @@ def install_js_peers(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, interop with the real JavaScript peers included."""
     session.install("-e", ".[test]")
-    install_js_peers(session)
+    npm_ci(session, JS_DIR)  # the JavaScript peers of the interop tests
+    npm_ci(session, CHAT_DIR)  # the chat page's client, for the browser test
     # pytest exits 5 when it collects nothing; nox fails on any non-zero status.
     session.run("pytest", *session.posargs)
 
@@ -71,9 +77,10 @@ def stress(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the demo: a server and a client talking over loopback."""
+    """Run the chat demo on http://127.0.0.1:8080/ (`-- --port N` or CHAT_PORT to change it)."""
     session.install("-e", ".")
-    session.run("python", "examples/demo.py", *session.posargs)
+    npm_ci(session, CHAT_DIR, required=True)
+    session.run("python", "examples/chat/server.py", *session.posargs)
 
 
 @nox.session
