@@ -13,8 +13,8 @@ import logging
 import mimetypes
 import os
 import stat
-from http import HTTPStatus
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Union
 from urllib.parse import unquote, urlsplit
@@ -163,7 +163,7 @@ async def _read_head(stream: trio.abc.Stream) -> bytes | None:
         if not chunk:
             return b""
         data += chunk
-    return data
+    return None if data.index(b"\r\n\r\n") > MAX_HEAD else data
 
 
 async def route_stream(stream: trio.abc.Stream, files: StaticFiles) -> trio.abc.Stream | None:
