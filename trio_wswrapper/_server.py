@@ -18,7 +18,10 @@ from ._client import Client
 from ._config import Options, make_options
 from ._errors import ConnectionClosed
 from ._handlers import HandlerTable, Registry, new_lifecycle
+from ._handshake import HandshakeFailed
 from ._transport import Transport, TrioWebsocketTransport
+from ._transports import TransportName, accept_stream, check_transport
+from ._transports import connect as connect_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -194,6 +197,7 @@ class Server(Registry):
         port: int,
         *,
         ssl_context: Any = None,
+        transport: TransportName | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host``:``port`` and serve ws-wrapper connections until cancelled.
@@ -201,8 +205,11 @@ class Server(Registry):
         Returns only when :meth:`aclose` stops the server; a closed server cannot serve again.
         Use ``port = await nursery.start(server.serve, host, 0)`` to learn the bound port.
         Every connection runs in its own nursery; a failing connection is logged and closed,
-        and never stops the server.
+        and never stops the server. ``transport`` names the WebSocket implementation
+        (``"wsproto"``, ``"trio-websocket"`` or ``"websockets"``; the default when ``None``,
+        see the README).
         """
+        transport = check_transport(transport)
         if self._closing:
             raise RuntimeError("this server is closed")
         if ssl_context is None:
@@ -212,17 +219,25 @@ class Server(Registry):
                 port, ssl_context, host=host, https_compatible=True
             )
         try:
-            await self._serve_listeners(host, listeners, task_status)
+            await self._serve_listeners(host, listeners, task_status, transport)
         except BaseExceptionGroup as group:
             raise _collapse(group) from None
 
     async def _serve_listeners(
-        self, host: str | None, listeners: list[Any], task_status: trio.TaskStatus[int]
+        self,
+        host: str | None,
+        listeners: list[Any],
+        task_status: trio.TaskStatus[int],
+        transport: TransportName | None = None,
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._serving.add(nursery.cancel_scope)
             try:
-                await nursery.start(partial(trio.serve_listeners, self._handle_stream, listeners))
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners, partial(self._handle_stream, transport=transport), listeners
+                    )
+                )
                 first = listeners[0]
                 sock = first.socket if hasattr(first, "socket") else first.transport_listener.socket
                 bound = sock.getsockname()[1]
@@ -232,22 +247,27 @@ class Server(Registry):
             finally:
                 self._serving.discard(nursery.cancel_scope)
 
-    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def _handle_stream(self, stream: trio.abc.Stream, transport: TransportName | None = None) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                ws = None
+                opened = None
                 with trio.move_on_after(self._connect_timeout):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self._options.limits.max_message_size
+                    opened = await accept_stream(
+                        transport,
+                        nursery,
+                        stream,
+                        max_message_size=self._options.limits.max_message_size,
+                        close_timeout=self._options.close_timeout,
                     )
-                    ws = await request.accept()
-                if ws is None:
+                if opened is None:
                     nursery.cancel_scope.cancel()
                     return
-                await self.accept(ws)
+                await self.accept(opened[1])
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
+        except HandshakeFailed as exc:
+            logger.debug("opening handshake failed: %s", exc)
         except Exception:
             logger.exception("connection failed")
         finally:
@@ -315,6 +335,7 @@ async def open_client(
     peer_compat: proto.PeerCompat = "v4",
     error_flag: bool = False,
     error_to_json: Callable[[BaseException], Any] | None = None,
+    transport: TransportName | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to the ws-wrapper endpoint at ``url`` and yield the connected :class:`Client`.
 
@@ -322,8 +343,11 @@ async def open_client(
     closes the connection (1000) and waits for the teardown. Pass ``client`` to reuse a client
     object whose handlers are already registered (so that none of the first messages is
     missed); otherwise the keyword options configure a new one. Connection failures raise
-    :class:`ConnectionClosed`.
+    :class:`ConnectionClosed`. ``transport`` names the WebSocket implementation
+    (``"wsproto"``, ``"trio-websocket"`` or ``"websockets"``; the default when ``None``, see
+    the README).
     """
+    transport = check_transport(transport)
     if client is None:
         client = Client(
             options=make_options(
@@ -342,19 +366,19 @@ async def open_client(
     limits = client._options.limits
     connected = False
     try:
-        async with trio_websocket.open_websocket_url(
+        async with connect_transport(
+            transport,
             url,
-            ssl_context,
+            ssl_context=ssl_context,
             subprotocols=subprotocols,
             extra_headers=extra_headers,
             max_message_size=limits.max_message_size,
             connect_timeout=connect_timeout,
-            disconnect_timeout=client._options.close_timeout,
-        ) as ws:
+            close_timeout=client._options.close_timeout,
+        ) as conn:
             connected = True
             async with trio.open_nursery() as nursery:
-                transport = TrioWebsocketTransport(ws, client._options.close_timeout)
-                await nursery.start(client._run, transport)
+                await nursery.start(client._run, conn)
                 cancelled = False
                 try:
                     yield client
@@ -366,12 +390,9 @@ async def open_client(
                 finally:
                     with trio.CancelScope(shield=True):
                         await client._close(1000, "", user=True, prompt=cancelled)
-                        # trio-websocket 0.12.2 leaves a client's TCP stream open when the
-                        # server closed first; close it so the socket is not leaked.
-                        await ws._close_stream()
     except BaseExceptionGroup as group:
         raise _collapse(group) from None
-    except (OSError, trio_websocket.HandshakeError) as exc:
+    except (OSError, trio_websocket.HandshakeError, HandshakeFailed) as exc:
         if connected:
             raise
         raise ConnectionClosed(None, f"cannot connect to {url}: {exc}") from exc

@@ -1,0 +1,154 @@
+"""Choosing a transport by name: one client factory and one server handshake per adapter.
+
+``open_client(..., transport=...)`` and ``Server.serve(..., transport=...)`` call these; the
+layers above only ever see a :class:`Transport`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal, get_args
+
+import trio
+import trio_websocket
+
+from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
+from ._transport import Transport, TrioWebsocketTransport
+
+__all__ = ["DEFAULT_TRANSPORT", "TRANSPORTS", "TransportName", "accept_stream", "connect"]
+
+#: The WebSocket implementations a connection can run on.
+TransportName = Literal["wsproto", "trio-websocket", "websockets"]
+TRANSPORTS: tuple[TransportName, ...] = get_args(TransportName)
+#: The fastest one that passes the whole suite (see docs/performance.md).
+DEFAULT_TRANSPORT: TransportName = "wsproto"
+
+
+def check_transport(name: str | None) -> TransportName:
+    """The transport ``name`` names (``None``: the default), else ``ValueError``."""
+    if name is None:
+        return DEFAULT_TRANSPORT
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown transport {name!r}; choose one of {', '.join(TRANSPORTS)}")
+    return name
+
+
+@asynccontextmanager
+async def connect(
+    name: TransportName | None,
+    url: str,
+    *,
+    ssl_context: Any = None,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] | None = None,
+    max_message_size: float = math.inf,
+    connect_timeout: float = 10.0,
+    close_timeout: float = 5.0,
+) -> AsyncIterator[Transport]:
+    """Connect to ``url`` over transport ``name`` and yield the open :class:`Transport`.
+
+    Before yielding, failures raise :class:`HandshakeFailed`, ``OSError`` or
+    ``trio_websocket.HandshakeError``. The connection's stream is closed on exit.
+    """
+    name = check_transport(name)
+    if name == "wsproto":
+        from . import _transport_wsproto
+
+        async with _transport_wsproto.connect(
+            url,
+            ssl_context=ssl_context,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+        ) as transport:
+            yield transport
+    elif name == "websockets":
+        from . import _transport_websockets
+
+        async with _transport_websockets.connect(
+            url,
+            ssl_context=ssl_context,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+        ) as transport:
+            yield transport
+    else:
+        async with trio_websocket.open_websocket_url(
+            url,
+            ssl_context,
+            subprotocols=list(subprotocols) if subprotocols else None,
+            extra_headers=list(extra_headers) if extra_headers else None,
+            max_message_size=int(min(max_message_size, 2**63)),
+            connect_timeout=connect_timeout,
+            disconnect_timeout=close_timeout,
+        ) as ws:
+            try:
+                yield TrioWebsocketTransport(ws, close_timeout)
+            finally:
+                with trio.CancelScope(shield=True):
+                    # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
+                    # closed first; close it so the socket is not leaked.
+                    await ws._close_stream()
+
+
+async def accept_stream(
+    name: TransportName | None,
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    max_message_size: float = math.inf,
+    close_timeout: float = 5.0,
+    subprotocols: Sequence[str] = (),
+    check: RequestCheck | None = None,
+) -> tuple[RequestInfo, Transport]:
+    """Run the server side of the opening handshake on ``stream`` over transport ``name``.
+
+    Returns what the client asked for and the open transport; background tasks the adapter
+    needs run in ``nursery``. ``check`` may refuse the request over HTTP (``(status, body)``),
+    raising :class:`HandshakeFailed`. The caller owns ``stream``.
+    """
+    name = check_transport(name)
+    if name == "wsproto":
+        from . import _transport_wsproto
+
+        return await _transport_wsproto.accept_stream(
+            stream,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            subprotocols=subprotocols,
+            check=check,
+        )
+    if name == "websockets":
+        from . import _transport_websockets
+
+        return await _transport_websockets.accept_stream(
+            nursery,
+            stream,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            subprotocols=subprotocols,
+            check=check,
+        )
+    request = await trio_websocket.wrap_server_stream(
+        nursery, stream, max_message_size=int(min(max_message_size, 2**63))
+    )
+    info = RequestInfo(
+        request.path,
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        request.proposed_subprotocols,
+    )
+    refusal = await check(info) if check is not None else None
+    if refusal is not None:
+        status, text = refusal
+        await request.reject(status, body=text.encode())
+        raise HandshakeFailed(f"refused with HTTP {status}")
+    chosen = next((p for p in request.proposed_subprotocols if p in subprotocols), None)
+    ws = await request.accept(subprotocol=chosen)
+    return info, TrioWebsocketTransport(ws, close_timeout)
