@@ -252,13 +252,16 @@ class Server(Registry):
             async with trio.open_nursery() as nursery:
                 opened = None
                 with trio.move_on_after(self._connect_timeout):
-                    opened = await accept_stream(
-                        transport,
-                        nursery,
-                        stream,
-                        max_message_size=self._options.limits.max_message_size,
-                        close_timeout=self._options.close_timeout,
-                    )
+                    try:
+                        opened = await accept_stream(
+                            transport,
+                            nursery,
+                            stream,
+                            max_message_size=self._options.limits.max_message_size,
+                            close_timeout=self._options.close_timeout,
+                        )
+                    except HandshakeFailed as exc:
+                        logger.debug("opening handshake failed: %s", exc)
                 if opened is None:
                     nursery.cancel_scope.cancel()
                     return
@@ -266,8 +269,6 @@ class Server(Registry):
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
-        except HandshakeFailed as exc:
-            logger.debug("opening handshake failed: %s", exc)
         except Exception:
             logger.exception("connection failed")
         finally:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -49,8 +50,10 @@ class WsprotoTransport:
     """An open WebSocket over ``stream``, framed by the wsproto connection ``conn``.
 
     ``receive`` must be called by one task at a time (the core's reader); ``send``, ``ping``
-    and ``aclose`` may run alongside it. A write cancelled part-way leaves ``broken`` set: the
-    stream may end inside a frame, so the connection can only be dropped.
+    and ``aclose`` may run alongside it. Control frames are handled by ``receive``: a
+    ``ping`` returns once a concurrent ``receive`` has seen its pong. A write cancelled
+    part-way leaves ``broken`` set: the stream may end inside a frame, so the connection can
+    only be dropped.
     """
 
     def __init__(
@@ -272,7 +275,7 @@ class WsprotoTransport:
         await trio.aclose_forcefully(self.stream)
 
 
-def _split_url(url: str) -> tuple[bool, str, int, str]:
+def split_url(url: str) -> tuple[bool, str, int, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL: {url!r}")
@@ -295,7 +298,13 @@ async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> list[Eve
         try:
             ws.receive_data(bytes(data))
             events = list(ws.events())
-        except (LocalProtocolError, RemoteProtocolError) as exc:
+        except RemoteProtocolError as exc:
+            if not ws.client and isinstance(exc.event_hint, RejectConnection):
+                # A client that is not speaking WebSocket gets an HTTP error, not silence.
+                with contextlib.suppress(*_STREAM_ERRORS, LocalProtocolError, h11.ProtocolError):
+                    await stream.send_all(ws.send(exc.event_hint))
+            raise HandshakeFailed(f"malformed handshake: {exc}") from None
+        except (LocalProtocolError, h11.ProtocolError) as exc:
             raise HandshakeFailed(f"malformed handshake: {exc}") from None
         if events:
             return events
@@ -317,7 +326,7 @@ async def connect(
     Raises :class:`HandshakeFailed` (or ``OSError``) when the connection cannot be set up.
     The stream is closed when the context exits.
     """
-    secure, host, port, target = _split_url(url)
+    secure, host, port, target = split_url(url)
     stream: trio.abc.Stream | None = None
     try:
         with trio.fail_after(connect_timeout):

@@ -7,12 +7,19 @@ layers above only ever see a :class:`Transport`.
 from __future__ import annotations
 
 import math
+import ssl
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, get_args
 
+import h11
 import trio
 import trio_websocket
+import wsproto.utilities
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
 from ._transport import Transport, TrioWebsocketTransport
@@ -80,22 +87,57 @@ async def connect(
         ) as transport:
             yield transport
     else:
-        async with trio_websocket.open_websocket_url(
-            url,
-            ssl_context,
-            subprotocols=list(subprotocols) if subprotocols else None,
-            extra_headers=list(extra_headers) if extra_headers else None,
-            max_message_size=int(min(max_message_size, 2**63)),
-            connect_timeout=connect_timeout,
-            disconnect_timeout=close_timeout,
-        ) as ws:
-            try:
-                yield TrioWebsocketTransport(ws, close_timeout)
-            finally:
-                with trio.CancelScope(shield=True):
-                    # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
-                    # closed first; close it so the socket is not leaked.
-                    await ws._close_stream()
+        # trio-websocket's own open_websocket_url leaks its socket when the server refuses the
+        # handshake, so the stream is opened (and always closed) here.
+        from ._transport_wsproto import split_url
+
+        secure, host, port, target = split_url(url)
+        opened = False
+        try:
+            async with trio.open_nursery() as nursery:
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+                try:
+                    with trio.fail_after(connect_timeout):
+                        stream = await trio.open_tcp_stream(host, port)
+                        if secure:
+                            stream = trio.SSLStream(
+                                stream, ssl_context or ssl.create_default_context(), server_hostname=host
+                            )
+                            await stream.do_handshake()
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            stream,
+                            host if port == (443 if secure else 80) else f"{host}:{port}",
+                            target,
+                            subprotocols=list(subprotocols) if subprotocols else None,
+                            extra_headers=list(extra_headers) if extra_headers else None,
+                            max_message_size=int(min(max_message_size, 2**63)),
+                        )
+                except BaseException as exc:
+                    if stream is not None:
+                        with trio.CancelScope(shield=True):
+                            await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
+                    if isinstance(exc, trio.TooSlowError):
+                        raise HandshakeFailed("timed out during the opening handshake") from None
+                    if isinstance(exc, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
+                        raise HandshakeFailed(f"malformed handshake: {exc}") from exc
+                    raise
+                opened = True
+                try:
+                    yield TrioWebsocketTransport(ws, close_timeout)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A failure to connect is the caller's to handle, not wrapped by our nursery.
+            if opened or len(group.exceptions) != 1:
+                raise
+            (leaf,) = group.exceptions
+            if isinstance(leaf, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
+                raise HandshakeFailed(f"malformed handshake: {leaf}") from leaf
+            raise leaf from None
 
 
 async def accept_stream(
