@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests` (the README's test command), lint, typecheck, demo."""
+"""Developer tasks: `nox -s tests` (the README's test command), lint, typecheck, demo, bench."""
 
 from __future__ import annotations
 
@@ -35,14 +35,31 @@ def tests(session: nox.Session) -> None:
     install_js_peers(session)
     # pytest exits 5 when it collects nothing; nox fails on any non-zero status.
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        # The end-to-end and interop tests again over each other transport.
+        for transport in ("trio-websocket", "websockets"):
+            session.run(
+                "pytest",
+                f"--transport={transport}",
+                "tests/test_client_server.py",
+                "tests/test_regressions.py",
+                "tests/interop",
+            )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (bench/run.py); `nox -s bench -- --quick` is the smoke mode."""
+    session.install("-e", ".[bench]")
+    session.run("python", "bench/run.py", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "trio_wswrapper", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "trio_wswrapper", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "trio_wswrapper", "tests", "examples", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "trio_wswrapper", "tests", "examples", "bench", "noxfile.py")
 
 
 @nox.session

@@ -31,6 +31,7 @@ EXPECTED_ALL = [
     "StreamIterator",
     "Transport",
     "TransportClosed",
+    "TransportName",
     "TrioWebsocketTransport",
     "WSWrapperError",
     "__version__",

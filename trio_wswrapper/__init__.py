@@ -27,6 +27,7 @@ from ._transport import (
     TrioWebsocketTransport,
     memory_transport_pair,
 )
+from ._transports import TransportName
 from ._version import __version__
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "StreamIterator",
     "Transport",
     "TransportClosed",
+    "TransportName",
     "TrioWebsocketTransport",
     "WSWrapperError",
     "__version__",
