@@ -6,9 +6,13 @@ cover each transport in every run, and what only the adapters themselves do.
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -295,6 +299,44 @@ async def test_binary_messages_and_pings_from_the_peer(name: _transports.Transpo
             assert await ws.recv() == b"\x00\x01"
             await ws.send(["frag", "mented"])  # one message in three frames
             assert await ws.recv() == "fragmented"
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a client
+    context that trusts only it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    return server_context, client_context
+
+
+async def test_wss(
+    name: _transports.TransportName, nursery: trio.Nursery, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_context, client_context = tls
+    server = wsw.Server(heartbeat_interval=None)
+    server.on("echo", lambda x: x)
+    port = await nursery.start(
+        lambda task_status: server.serve(
+            "127.0.0.1", 0, ssl_context=server_context, transport=name, task_status=task_status
+        )
+    )
+    with trio.fail_after(TIMEOUT):
+        async with wsw.open_client(
+            f"wss://127.0.0.1:{port}/", ssl_context=client_context, transport=name
+        ) as client:
+            assert await client.request("echo", "secret") == "secret"
 
 
 bound_tests(globals())
