@@ -178,7 +178,9 @@ class WsprotoTransport:
                 raise self._end(TransportClosed(1006, "")) from None
 
     def _on_pong(self, payload: bytes | bytearray) -> None:
-        # A pong answers its ping and every ping sent before it.
+        # A pong answers its ping and every ping sent before it; unsolicited ones are ignored.
+        if bytes(payload) not in self._pings:
+            return
         for key in list(self._pings):
             self._pings.pop(key).set()
             if key == payload:
