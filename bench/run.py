@@ -88,6 +88,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+def _last_error(stderr: str) -> str:
+    """The first line naming an exception in a traceback (the root cause), else the tail."""
+    for line in stderr.splitlines():
+        text = line.strip(" |+-")
+        if not text.startswith("File ") and ("Error" in text or "Exception:" in text) and ":" in text:
+            if not text.startswith(("ExceptionGroup", "BaseExceptionGroup", "Traceback")):
+                return text[:300]
+    return stderr.strip()[-300:]
+
+
 def run_once(stack: str, scenario: str, params: dict[str, int], timeout: float) -> float:
     """One server process and one client process; the client's figure, or an exception."""
     module, extra = STACKS[stack]
@@ -133,7 +143,7 @@ def run_once(stack: str, scenario: str, params: dict[str, int], timeout: float) 
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"timed out after {timeout:.0f} s") from None
         if done.returncode != 0:
-            raise RuntimeError(f"client exited {done.returncode}: {done.stderr.strip()[-300:]}")
+            raise RuntimeError(f"client exited {done.returncode}: {_last_error(done.stderr)}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         return float(result["value"])
     finally:

@@ -119,11 +119,12 @@ def _connection_options(close_timeout: float) -> dict[str, Any]:
 
 
 class _OwnedStream(trio.abc.HalfCloseableStream):
-    """The connection's stream as websockets sees it.
+    """The connection's stream as websockets sees it: closing it is left to its owner.
 
     websockets closes the stream when its reader task is cancelled, which would lose the
-    close frame our teardown sends next; a close made while cancelled is left to the
-    transport and the stream's owner, who always close the real stream.
+    close frame our teardown sends next; the transport and its owner always close the real
+    stream themselves. Ending the TCP connection after a closing handshake still happens:
+    websockets does that with ``send_eof``.
     """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
@@ -142,11 +143,11 @@ class _OwnedStream(trio.abc.HalfCloseableStream):
         if isinstance(self.stream, trio.abc.HalfCloseableStream):
             await self.stream.send_eof()
         else:
-            await self.aclose()
+            await self.stream.aclose()
 
     async def aclose(self) -> None:
-        if trio.current_effective_deadline() != -math.inf:
-            await self.stream.aclose()
+        # Shielded: websockets calls this from its reader's cleanup, which must run to the end.
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 class _SameReason:
