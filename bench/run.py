@@ -92,9 +92,9 @@ def _last_error(stderr: str) -> str:
     """The first line naming an exception in a traceback (the root cause), else the tail."""
     for line in stderr.splitlines():
         text = line.strip(" |+-")
-        if not text.startswith("File ") and ("Error" in text or "Exception:" in text) and ":" in text:
-            if not text.startswith(("ExceptionGroup", "BaseExceptionGroup", "Traceback")):
-                return text[:300]
+        skip = text.startswith(("File ", "ExceptionGroup", "BaseExceptionGroup", "Traceback"))
+        if not skip and ":" in text and ("Error" in text or "Exception:" in text):
+            return text[:300]
     return stderr.strip()[-300:]
 
 
