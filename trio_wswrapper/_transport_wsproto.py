@@ -141,6 +141,11 @@ class WsprotoTransport:
     async def _receive(self) -> str | bytes:
         events = self._events
         conn = self._conn
+        if events:
+            # Like every Trio receive, a checkpoint even when a message is already buffered:
+            # tasks woken by the previous message run first. Nothing is consumed before it,
+            # so a cancellation here loses nothing.
+            await trio.lowlevel.checkpoint()
         while True:
             while events:
                 event = events.popleft()
