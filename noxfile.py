@@ -41,14 +41,35 @@ def tests(session: nox.Session) -> None:
     npm_ci(session, CHAT_DIR)  # the chat page's client, for the browser test
     # pytest exits 5 when it collects nothing; nox fails on any non-zero status.
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        # The end-to-end and interop tests again over each other transport.
+        for transport in ("trio-websocket", "websockets"):
+            session.run(
+                "pytest",
+                f"--transport={transport}",
+                "tests/test_client_server.py",
+                "tests/test_regressions.py",
+                "tests/interop",
+            )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (bench/run.py; `-- --quick` is the smoke mode), then the
+    typed-argument and codec benchmarks when run without arguments."""
+    session.install("-e", ".[bench,fast]", "pydantic>=2", "cattrs", "msgspec")
+    session.run("python", "bench/run.py", *session.posargs)
+    if not session.posargs:
+        session.run("python", "bench/typed_args.py")
+        session.run("python", "bench/codec.py")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "trio_wswrapper", "tests", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "trio_wswrapper", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "trio_wswrapper", "tests", "examples", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "trio_wswrapper", "tests", "examples", "bench", "noxfile.py")
 
 
 @nox.session
@@ -81,11 +102,3 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".")
     npm_ci(session, CHAT_DIR, required=True)
     session.run("python", "examples/chat/server.py", *session.posargs)
-
-
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Benchmarks: typed-argument conversion against pydantic and cattrs; codecs (orjson)."""
-    session.install("-e", ".[fast]", "pydantic>=2", "cattrs", "msgspec")
-    session.run("python", "bench/typed_args.py")
-    session.run("python", "bench/codec.py")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -10,10 +11,31 @@ import pytest
 import trio
 
 import trio_wswrapper as wsw
+from trio_wswrapper import _transports
+from trio_wswrapper._transports import TRANSPORTS
 from trio_wswrapper.testing import RawPeer
 
 # Installed as a pytest11 entry point too; listed here so that a source checkout loads it.
 pytest_plugins = ["trio_wswrapper.pytest_plugin"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--transport",
+        default=os.environ.get("WSW_TRANSPORT"),
+        choices=list(TRANSPORTS),
+        help="run every serve/open_client over this transport (default: the library's; "
+        "also set by the WSW_TRANSPORT environment variable)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve/open_client resolve their default transport at call time, so the whole suite can
+    # run over each transport: pytest --transport=websockets
+    name = request.config.getoption("--transport")
+    if name is not None:
+        monkeypatch.setattr(_transports, "DEFAULT_TRANSPORT", name)
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "StreamIterator",
     "Transport",
     "TransportClosed",
+    "TransportName",
     "TrioWebsocketTransport",
     "WSWrapperError",
     "__version__",

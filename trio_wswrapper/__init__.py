@@ -32,6 +32,7 @@ from ._transport import (
     TrioWebsocketTransport,
     memory_transport_pair,
 )
+from ._transports import TransportName
 from ._typed import ArgumentError
 from ._version import __version__
 
@@ -65,6 +66,7 @@ __all__ = [
     "StreamIterator",
     "Transport",
     "TransportClosed",
+    "TransportName",
     "TrioWebsocketTransport",
     "WSWrapperError",
     "__version__",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import ssl
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -24,16 +23,16 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 import trio_websocket
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
 
 from . import _protocol as proto
 from ._client import Client
 from ._config import make_options
 from ._errors import ConnectionClosed, ConnectionRejected
+from ._handshake import HandshakeFailed
 from ._middleware import HandlerContext
 from ._server import _collapse, _is_cancellation
-from ._transport import TrioWebsocketTransport
+from ._transports import TransportName, check_transport, raw_headers
+from ._transports import connect as connect_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -122,12 +121,15 @@ class _Dialer:
     stopping: bool = False
     #: A connection has been opened (so ``open_client`` has yielded).
     opened: bool = False
+    transport: TransportName | None = None
     _wait_scope: trio.CancelScope | None = None
+    #: Dialling (or waiting out a backoff): ``stop`` may cancel ``_wait_scope``.
+    _connecting: bool = False
 
     def stop(self) -> None:
         """No further attempts; interrupts a backoff or a connection attempt in progress."""
         self.stopping = True
-        if self._wait_scope is not None:
+        if self._wait_scope is not None and self._connecting:
             self._wait_scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -167,9 +169,11 @@ class _Dialer:
                     return
                 delay = policy.delay(failures, self.rand)
                 logger.info("reconnecting to %s in %.2fs", self.url, delay)
+                self._connecting = True
                 with trio.CancelScope() as self._wait_scope:
                     await trio.sleep(delay)
                 self._wait_scope = None
+                self._connecting = False
         finally:
             client._stop_reconnecting = None
             if client._final is None and not client.connected:
@@ -177,7 +181,7 @@ class _Dialer:
 
     def _connect_error(self, exc: BaseException) -> ConnectionClosed:
         if isinstance(exc, trio_websocket.ConnectionRejected):
-            return ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b"")
+            return ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b"")
         text = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc) or type(exc).__name__
         reason = _os_reason(exc)
         if reason is not None and reason.lower() not in text.lower():
@@ -190,42 +194,30 @@ class _Dialer:
         return error
 
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> ConnectionClosed | None:
-        """Dial once and serve the connection until it ends; the error if it never opened."""
+        """Dial once and serve the connection until it ends; the error if it never opened.
+
+        ``stop()`` cancels ``_wait_scope`` only while ``_connecting``: an attempt in progress
+        is abandoned, an open connection is closed through the client instead.
+        """
         client = self.client
         options = client._options
         error: ConnectionClosed | None = None
-        opened = False
-        stream: trio.abc.Stream | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                ws = None
-                with trio.CancelScope() as self._wait_scope:
-                    try:
-                        with trio.fail_after(self.connect_timeout):
-                            stream, host, resource = await _open_stream(self.url, self.ssl_context)
-                            ws = await _client_handshake(
-                                nursery,
-                                stream,
-                                host,
-                                resource,
-                                subprotocols=self.subprotocols,
-                                extra_headers=self.extra_headers,
-                                max_message_size=options.limits.max_message_size,
-                            )
-                    except ConnectionRejected as exc:
-                        error = exc
-                    except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
-                        error = self._connect_error(exc)
-                self._wait_scope = None
-                if ws is None:
-                    if stream is not None:
-                        await trio.aclose_forcefully(stream)
-                    nursery.cancel_scope.cancel()
-                    return self._failed(error)
-                opened = True
-                try:
+        self._connecting = True
+        with trio.CancelScope() as self._wait_scope:
+            try:
+                async with connect_transport(
+                    self.transport,
+                    self.url,
+                    ssl_context=self.ssl_context,
+                    subprotocols=self.subprotocols,
+                    extra_headers=self.extra_headers,
+                    max_message_size=options.limits.max_message_size,
+                    connect_timeout=self.connect_timeout,
+                    close_timeout=options.close_timeout,
+                ) as transport:
+                    self._connecting = False
                     async with trio.open_nursery() as generation:
-                        await generation.start(client._run, TrioWebsocketTransport(ws, options.close_timeout))
+                        await generation.start(client._run, transport)
                         if task_status is not None:
                             self.opened = True
                             task_status.started()
@@ -233,84 +225,18 @@ class _Dialer:
                             # Closed while this connection was being set up: the close call
                             # found no connection to close, so close this one now.
                             await client._close(1000, "", user=True)
-                finally:
-                    # trio-websocket 0.12.2 leaves a client's TCP stream open when the server
-                    # closed first; close it so the socket is not leaked.
-                    with trio.CancelScope(shield=True):
-                        await ws._close_stream()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # trio-websocket's reader task raises the handshake's failure (a rejection, say).
-            if stream is not None and not opened:
-                await trio.aclose_forcefully(stream)
-            failures, rest = group.split((OSError, trio_websocket.HandshakeError))
-            if opened or rest is not None or failures is None:
-                raise
-            return self._failed(self._connect_error(_collapse(failures)))
-        return None
-
-
-async def _open_stream(url: str, ssl_context: Any) -> tuple[trio.abc.Stream, str, str]:
-    """Open the TCP (or TLS) stream for ``url``; also return its Host header and resource."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "wss"
-    if ssl_context is not None and not secure:
-        raise ValueError("ssl_context needs a wss:// URL")
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    stream: trio.abc.Stream
-    if secure:
-        context = ssl_context if ssl_context is not None else ssl.create_default_context()
-        stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=context, https_compatible=True)
-    else:
-        stream = await trio.open_tcp_stream(host, port)
-    named = f"[{host}]" if ":" in host else host
-    return stream, named if port == (443 if secure else 80) else f"{named}:{port}", resource
-
-
-async def _client_handshake(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    *,
-    subprotocols: list[str] | None,
-    extra_headers: list[tuple[bytes, bytes]] | None,
-    max_message_size: int,
-) -> trio_websocket.WebSocketConnection:
-    """Run the client's opening handshake on ``stream``, as ``wrap_client_stream`` does.
-
-    trio-websocket 0.12.2 waits for ever when the server closes the TCP connection before
-    answering the handshake; here the end of its reader task also ends the wait.
-    """
-    ws = trio_websocket.WebSocketConnection(
-        stream,  # any trio Stream works
-        WSConnection(ConnectionType.CLIENT),
-        host=host,
-        path=resource,
-        client_subprotocols=subprotocols,
-        client_extra_headers=extra_headers,
-        max_message_size=max_message_size,
-    )
-
-    rejected: list[ConnectionRejected] = []
-
-    async def reader() -> None:
-        try:
-            await ws._reader_task()
-        except trio_websocket.ConnectionRejected as exc:
-            rejected.append(ConnectionRejected(exc.status_code, _headers(exc.headers), exc.body or b""))
-        finally:
-            ws._open_handshake.set()
-
-    nursery.start_soon(reader)
-    await ws._open_handshake.wait()
-    if rejected:
-        raise rejected[0]
-    if ws._wsproto.state is not ConnectionState.OPEN:
-        raise OSError("the server closed the connection during the handshake")
-    return ws
+            except ConnectionRejected as exc:
+                if not self._connecting:
+                    raise
+                error = exc
+            except (OSError, trio_websocket.HandshakeError, HandshakeFailed, trio.TooSlowError) as exc:
+                if not self._connecting:
+                    raise
+                error = self._connect_error(exc)
+            finally:
+                self._connecting = False
+        self._wait_scope = None
+        return self._failed(error)
 
 
 def _os_reason(exc: BaseException | None) -> str | None:
@@ -323,12 +249,6 @@ def _os_reason(exc: BaseException | None) -> str | None:
             return os.strerror(exc.errno) if exc.errno > 0 else exc.strerror
         exc = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc.__cause__
     return None
-
-
-def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
-    if not raw:
-        return ()
-    return tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
 
 
 @asynccontextmanager
@@ -351,6 +271,7 @@ async def open_client(
     peer_compat: proto.PeerCompat = "v4",
     error_flag: bool = False,
     error_to_json: Callable[[BaseException], Any] | None = None,
+    transport: TransportName | None = None,
     handler_context: HandlerContext | None = None,
     codec: proto.Codec | None = None,
 ) -> AsyncIterator[Client]:
@@ -388,7 +309,16 @@ async def open_client(
             )
         )
     policy = Reconnect() if reconnect is True else (reconnect or None)
-    dialer = _Dialer(client, url, policy, connect_timeout, ssl_context, extra_headers, subprotocols)
+    dialer = _Dialer(
+        client,
+        url,
+        policy,
+        connect_timeout,
+        ssl_context,
+        extra_headers,
+        subprotocols,
+        transport=check_transport(transport),
+    )
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(dialer.run)

@@ -8,12 +8,12 @@ against cross-site WebSocket hijacking.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from http import HTTPStatus
 
 import attrs
 
-__all__ = ["Handshake", "Reject", "origin_allowed"]
+__all__ = ["Handshake", "HandshakeFailed", "Reject", "RequestCheck", "RequestInfo", "origin_allowed"]
 
 
 @attrs.frozen
@@ -89,3 +89,25 @@ def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
     if origin is None or "*" in allowed:
         return True
     return normalize_origin(origin) in allowed
+
+
+class HandshakeFailed(Exception):
+    """The opening handshake did not complete (refused, malformed, timed out, or the peer left)."""
+
+
+class RequestInfo:
+    """What a client asked for in its opening handshake (path with query, headers, subprotocols)."""
+
+    __slots__ = ("headers", "path", "subprotocols")
+
+    def __init__(self, path: str, headers: Sequence[tuple[str, str]], subprotocols: Sequence[str]) -> None:
+        self.path = path
+        self.headers = tuple(headers)
+        self.subprotocols = tuple(subprotocols)
+
+    def __repr__(self) -> str:
+        return f"RequestInfo(path={self.path!r}, subprotocols={self.subprotocols!r})"
+
+
+#: ``check(request)`` returns ``None`` to accept, or a :class:`Reject` to refuse over HTTP.
+RequestCheck = Callable[[RequestInfo], Awaitable["Reject | None"]]

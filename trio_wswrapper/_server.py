@@ -19,10 +19,11 @@ from ._client import Client
 from ._config import Options, make_options
 from ._errors import ConnectionClosed
 from ._handlers import HandlerTable, Registry, new_lifecycle
-from ._handshake import Handshake, Reject, normalize_origin, origin_allowed
+from ._handshake import Handshake, HandshakeFailed, Reject, RequestInfo, normalize_origin, origin_allowed
 from ._http import StaticFiles, StaticSpec, route_stream
 from ._middleware import HandlerContext, UsesMiddleware
 from ._transport import Transport, TrioWebsocketTransport
+from ._transports import TransportName, accept_stream, check_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -229,6 +230,7 @@ class Server(Registry, UsesMiddleware):
         port: int,
         *,
         ssl_context: Any = None,
+        transport: TransportName | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host``:``port`` and serve ws-wrapper connections until cancelled.
@@ -236,8 +238,11 @@ class Server(Registry, UsesMiddleware):
         Returns only when :meth:`aclose` stops the server; a closed server cannot serve again.
         Use ``port = await nursery.start(server.serve, host, 0)`` to learn the bound port.
         Every connection runs in its own nursery; a failing connection is logged and closed,
-        and never stops the server.
+        and never stops the server. ``transport`` names the WebSocket implementation
+        (``"wsproto"``, ``"trio-websocket"`` or ``"websockets"``; the default when ``None``,
+        see the README).
         """
+        transport = check_transport(transport)
         if self._closing:
             raise RuntimeError("this server is closed")
         if ssl_context is None:
@@ -247,17 +252,25 @@ class Server(Registry, UsesMiddleware):
                 port, ssl_context, host=host, https_compatible=True
             )
         try:
-            await self._serve_listeners(host, listeners, task_status)
+            await self._serve_listeners(host, listeners, task_status, transport)
         except BaseExceptionGroup as group:
             raise _collapse(group) from None
 
     async def _serve_listeners(
-        self, host: str | None, listeners: list[Any], task_status: trio.TaskStatus[int]
+        self,
+        host: str | None,
+        listeners: list[Any],
+        task_status: trio.TaskStatus[int],
+        transport: TransportName | None = None,
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._serving.add(nursery.cancel_scope)
             try:
-                await nursery.start(partial(trio.serve_listeners, self._handle_stream, listeners))
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners, partial(self._handle_stream, transport=transport), listeners
+                    )
+                )
                 first = listeners[0]
                 sock = first.socket if hasattr(first, "socket") else first.transport_listener.socket
                 bound = sock.getsockname()[1]
@@ -267,42 +280,50 @@ class Server(Registry, UsesMiddleware):
             finally:
                 self._serving.discard(nursery.cancel_scope)
 
-    async def _handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def _handle_stream(self, stream: trio.abc.Stream, transport: TransportName | None = None) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                ws = None
+                opened = None
                 handshake: Handshake | None = None
-                auth = None
+                auth: list[Any] = []
                 with trio.move_on_after(self._connect_timeout):
                     ws_stream: trio.abc.Stream | None = stream
                     if self._static is not None:
                         ws_stream = await route_stream(stream, self._static)
                     if ws_stream is None:
                         return  # a plain HTTP request, answered
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery,
-                        ws_stream,  # any trio Stream works
-                        max_message_size=self._options.limits.max_message_size,
-                    )
-                    handshake = _handshake_of(request, stream)
-                    verdict = await self._admit(handshake)
-                    if isinstance(verdict, Reject):
-                        await request.reject(
-                            verdict.status,
-                            extra_headers=[
-                                (b"Content-Type", b"text/plain; charset=utf-8"),
-                                *((k.encode(), v.encode()) for k, v in verdict.headers),
-                            ],
-                            body=verdict.body.encode(),
+
+                    async def check(info: RequestInfo) -> Reject | None:
+                        nonlocal handshake
+                        seen = Handshake(
+                            path=info.path,
+                            headers=tuple((k.lower(), v) for k, v in info.headers),
+                            subprotocols=tuple(info.subprotocols),
+                            remote=_peer(stream),
                         )
-                    else:
-                        auth = verdict
-                        handshake = attrs.evolve(handshake, subprotocol=self._choose(handshake))
-                        ws = await request.accept(subprotocol=handshake.subprotocol)
-                if ws is None or handshake is None:
+                        verdict = await self._admit(seen)
+                        if isinstance(verdict, Reject):
+                            return verdict
+                        auth.append(verdict)
+                        handshake = attrs.evolve(seen, subprotocol=self._choose(seen))
+                        return None
+
+                    try:
+                        opened = await accept_stream(
+                            transport,
+                            nursery,
+                            ws_stream,
+                            max_message_size=self._options.limits.max_message_size,
+                            close_timeout=self._options.close_timeout,
+                            subprotocols=self._subprotocols,
+                            check=check,
+                        )
+                    except HandshakeFailed as exc:
+                        logger.debug("opening handshake failed: %s", exc)
+                if opened is None or handshake is None:
                     nursery.cancel_scope.cancel()
                     return
-                await self.accept(ws, handshake=handshake, auth=auth)
+                await self.accept(opened[1], handshake=handshake, auth=auth[0] if auth else None)
                 nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
@@ -366,15 +387,6 @@ class Server(Registry, UsesMiddleware):
             open_channels=sum(s.open_channels for s in stats),
             queued_frames=sum(s.queued_frames for s in stats),
         )
-
-
-def _handshake_of(request: trio_websocket.WebSocketRequest, stream: trio.abc.Stream) -> Handshake:
-    return Handshake(
-        path=request.path,
-        headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers),
-        subprotocols=tuple(request.proposed_subprotocols),
-        remote=_peer(stream),
-    )
 
 
 def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -23,9 +23,9 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from ._client import Client
 from ._config import Options
-from ._dial import _client_handshake
 from ._server import Server, _collapse
 from ._transport import MemoryTransport, TrioWebsocketTransport, memory_transport_pair
+from ._transports import client_handshake
 
 __all__ = ["RawPeer", "open_raw_peer", "open_test_client"]
 
@@ -53,7 +53,7 @@ async def open_test_client(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server._handle_stream, server_stream)
-            ws = await _client_handshake(
+            ws = await client_handshake(
                 nursery,
                 client_stream,
                 "localhost",

@@ -1,0 +1,1 @@
+"""Benchmarks: trio_wswrapper against a raw trio-websocket reference and python-socketio."""

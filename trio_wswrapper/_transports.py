@@ -1,0 +1,255 @@
+"""Choosing a transport by name: one client factory and one server handshake per adapter.
+
+``open_client(..., transport=...)`` and ``Server.serve(..., transport=...)`` call these; the
+layers above only ever see a :class:`Transport`.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal, get_args
+
+import h11
+import trio
+import trio_websocket
+import wsproto.utilities
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+from ._errors import ConnectionRejected
+from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
+from ._transport import Transport, TrioWebsocketTransport
+
+__all__ = ["DEFAULT_TRANSPORT", "TRANSPORTS", "TransportName", "accept_stream", "connect"]
+
+#: The WebSocket implementations a connection can run on.
+TransportName = Literal["wsproto", "trio-websocket", "websockets"]
+TRANSPORTS: tuple[TransportName, ...] = get_args(TransportName)
+#: The fastest one that passes the whole suite (see docs/performance.md).
+DEFAULT_TRANSPORT: TransportName = "wsproto"
+
+
+def check_transport(name: str | None) -> TransportName:
+    """The transport ``name`` names (``None``: the default), else ``ValueError``."""
+    if name is None:
+        return DEFAULT_TRANSPORT
+    if name not in TRANSPORTS:
+        raise ValueError(f"unknown transport {name!r}; choose one of {', '.join(TRANSPORTS)}")
+    return name
+
+
+@asynccontextmanager
+async def connect(
+    name: TransportName | None,
+    url: str,
+    *,
+    ssl_context: Any = None,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: Sequence[tuple[bytes, bytes]] | None = None,
+    max_message_size: float = math.inf,
+    connect_timeout: float = 10.0,
+    close_timeout: float = 5.0,
+) -> AsyncIterator[Transport]:
+    """Connect to ``url`` over transport ``name`` and yield the open :class:`Transport`.
+
+    Before yielding, failures raise :class:`HandshakeFailed`, ``OSError`` or
+    ``trio_websocket.HandshakeError``. The connection's stream is closed on exit.
+    """
+    name = check_transport(name)
+    if name == "wsproto":
+        from . import _transport_wsproto
+
+        async with _transport_wsproto.connect(
+            url,
+            ssl_context=ssl_context,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+        ) as transport:
+            yield transport
+    elif name == "websockets":
+        from . import _transport_websockets
+
+        async with _transport_websockets.connect(
+            url,
+            ssl_context=ssl_context,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+        ) as transport:
+            yield transport
+    else:
+        # trio-websocket's own open_websocket_url leaks its socket when the server refuses the
+        # handshake, so the stream is opened (and always closed) here.
+        from ._transport_wsproto import split_url
+
+        secure, host, port, target = split_url(url)
+        opened = False
+        try:
+            async with trio.open_nursery() as nursery:
+                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+                try:
+                    with trio.fail_after(connect_timeout):
+                        stream = await trio.open_tcp_stream(host, port)
+                        if secure:
+                            stream = trio.SSLStream(
+                                stream, ssl_context or ssl.create_default_context(), server_hostname=host
+                            )
+                            await stream.do_handshake()
+                        ws = await client_handshake(
+                            nursery,
+                            stream,
+                            host if port == (443 if secure else 80) else f"{host}:{port}",
+                            target,
+                            subprotocols=list(subprotocols) if subprotocols else None,
+                            extra_headers=list(extra_headers) if extra_headers else None,
+                            max_message_size=int(min(max_message_size, 2**63)),
+                        )
+                except BaseException as exc:
+                    if stream is not None:
+                        with trio.CancelScope(shield=True):
+                            await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
+                    if isinstance(exc, trio.TooSlowError):
+                        raise HandshakeFailed("timed out during the opening handshake") from None
+                    if isinstance(exc, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
+                        raise HandshakeFailed(f"malformed handshake: {exc}") from exc
+                    raise
+                opened = True
+                try:
+                    yield TrioWebsocketTransport(ws, close_timeout)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A failure to connect is the caller's to handle, not wrapped by our nursery.
+            if opened or len(group.exceptions) != 1:
+                raise
+            (leaf,) = group.exceptions
+            if isinstance(leaf, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
+                raise HandshakeFailed(f"malformed handshake: {leaf}") from leaf
+            raise leaf from None
+
+
+async def accept_stream(
+    name: TransportName | None,
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    max_message_size: float = math.inf,
+    close_timeout: float = 5.0,
+    subprotocols: Sequence[str] = (),
+    check: RequestCheck | None = None,
+) -> tuple[RequestInfo, Transport]:
+    """Run the server side of the opening handshake on ``stream`` over transport ``name``.
+
+    Returns what the client asked for and the open transport; background tasks the adapter
+    needs run in ``nursery``. ``check`` may refuse the request over HTTP (``(status, body)``),
+    raising :class:`HandshakeFailed`. The caller owns ``stream``.
+    """
+    name = check_transport(name)
+    if name == "wsproto":
+        from . import _transport_wsproto
+
+        return await _transport_wsproto.accept_stream(
+            stream,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            subprotocols=subprotocols,
+            check=check,
+        )
+    if name == "websockets":
+        from . import _transport_websockets
+
+        return await _transport_websockets.accept_stream(
+            nursery,
+            stream,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            subprotocols=subprotocols,
+            check=check,
+        )
+    request = await trio_websocket.wrap_server_stream(
+        nursery, stream, max_message_size=int(min(max_message_size, 2**63))
+    )
+    info = RequestInfo(
+        request.path,
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        request.proposed_subprotocols,
+    )
+    refusal = await check(info) if check is not None else None
+    if refusal is not None:
+        await request.reject(
+            refusal.status,
+            extra_headers=[
+                (b"Content-Type", b"text/plain; charset=utf-8"),
+                *((k.encode(), v.encode()) for k, v in refusal.headers),
+            ],
+            body=refusal.body.encode(),
+        )
+        raise HandshakeFailed(f"refused with HTTP {refusal.status}")
+    chosen = next((p for p in request.proposed_subprotocols if p in subprotocols), None)
+    ws = await request.accept(subprotocol=chosen)
+    return info, TrioWebsocketTransport(ws, close_timeout)
+
+
+async def client_handshake(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    subprotocols: list[str] | None,
+    extra_headers: list[tuple[bytes, bytes]] | None,
+    max_message_size: int,
+) -> trio_websocket.WebSocketConnection:
+    """Run the client's opening handshake on ``stream``, as ``wrap_client_stream`` does.
+
+    trio-websocket 0.12.2 waits for ever when the server closes the TCP connection before
+    answering the handshake; here the end of its reader task also ends the wait.
+    """
+    ws = trio_websocket.WebSocketConnection(
+        stream,  # any trio Stream works
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        client_subprotocols=subprotocols,
+        client_extra_headers=extra_headers,
+        max_message_size=max_message_size,
+    )
+
+    rejected: list[ConnectionRejected] = []
+
+    async def reader() -> None:
+        try:
+            await ws._reader_task()
+        except trio_websocket.ConnectionRejected as exc:
+            rejected.append(ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b""))
+        finally:
+            ws._open_handshake.set()
+
+    nursery.start_soon(reader)
+    await ws._open_handshake.wait()
+    if rejected:
+        raise rejected[0]
+    if ws._wsproto.state is not ConnectionState.OPEN:
+        raise OSError("the server closed the connection during the handshake")
+    return ws
+
+
+def raw_headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not raw:
+        return ()
+    return tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
