@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -30,8 +31,11 @@ def free_port() -> int:
 async def drop_all(server: wsw.Server) -> None:
     """Cut every client's TCP connection without a closing handshake (the client sees 1006)."""
     for client in server.clients:
-        transport = client._gen.transport  # type: ignore[union-attr]
-        await transport.ws._close_stream()  # type: ignore[attr-defined]
+        transport: Any = client._gen.transport  # type: ignore[union-attr]
+        if hasattr(transport, "ws"):  # trio-websocket
+            await transport.ws._close_stream()
+        else:  # wsproto, websockets: the TCP stream under them
+            await trio.aclose_forcefully(transport.stream)
 
 
 async def wait_for(predicate: Any) -> None:
@@ -406,16 +410,19 @@ async def test_close_while_a_reconnection_is_being_set_up(
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     client = wsw.Client()
     made: list[Any] = []
+    real = _dial.connect_transport
 
-    def transport_then_close(ws: Any, close_timeout: float) -> Any:
-        made.append(ws)
-        if len(made) == 2 and client._stop_reconnecting is not None:
-            # What aclose() does when it lands after the handshake of a reconnection and
-            # before that connection is set up: it finds no open connection to close.
-            client._stop_reconnecting()
-        return wsw.TrioWebsocketTransport(ws, close_timeout)
+    @asynccontextmanager
+    async def connect_then_close(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with real(*args, **kwargs) as transport:
+            made.append(transport)
+            if len(made) == 2 and client._stop_reconnecting is not None:
+                # What aclose() does when it lands after the handshake of a reconnection and
+                # before that connection is set up: it finds no open connection to close.
+                client._stop_reconnecting()
+            yield transport
 
-    monkeypatch.setattr(_dial, "TrioWebsocketTransport", transport_then_close)
+    monkeypatch.setattr(_dial, "connect_transport", connect_then_close)
     async with wsw.open_client(f"ws://127.0.0.1:{port}/", client=client, reconnect=FAST):
         with trio.fail_after(TIMEOUT):
             await drop_all(server)

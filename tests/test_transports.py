@@ -163,14 +163,18 @@ async def test_handshake_sees_path_headers_and_subprotocols(name: _transports.Tr
 
 
 async def test_check_refuses_over_http(name: _transports.TransportName) -> None:
-    async def refuse(info: RequestInfo) -> tuple[int, str] | None:
-        return (403, "go away") if info.path == "/private" else None
+    async def refuse(info: RequestInfo) -> wsw.Reject | None:
+        if info.path == "/private":
+            return wsw.Reject(403, "go away", headers=[("X-Why", "private")])
+        return None
 
     with trio.fail_after(TIMEOUT):
         async with listener(name, echo_until_closed, check=refuse) as port:
-            with pytest.raises(wsw.ConnectionClosed, match="cannot connect"):
+            with pytest.raises(wsw.ConnectionRejected) as info:
                 async with wsw.open_client(f"ws://127.0.0.1:{port}/private", transport=name):
                     pass  # pragma: no cover
+            assert (info.value.status, info.value.body) == (403, b"go away")
+            assert ("x-why", "private") in info.value.headers
             async with _transports.connect(name, f"ws://127.0.0.1:{port}/public") as transport:
                 await transport.send("ok")
                 assert await transport.receive() == "ok"

@@ -41,9 +41,9 @@ __all__ = ["WebsocketsTransport", "accept_stream", "connect"]
 def _closed(exc: ConnectionClosed) -> TransportClosed:
     # Report the close that started the closing handshake: the peer's, or ours (e.g. 1009).
     if exc.rcvd is not None and (exc.sent is None or exc.rcvd_then_sent):
-        return TransportClosed(exc.rcvd.code, exc.rcvd.reason)
+        return TransportClosed(int(exc.rcvd.code), exc.rcvd.reason)
     if exc.sent is not None:
-        return TransportClosed(exc.sent.code, exc.sent.reason)
+        return TransportClosed(int(exc.sent.code), exc.sent.reason)
     return TransportClosed(1006, "")
 
 
@@ -167,7 +167,11 @@ class _ClientProtocol(_SameReason, ClientProtocol):
 
 
 class _ServerProtocol(_SameReason, ServerProtocol):
-    pass
+    def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+        # As the other transports: the client's first offer the server supports, or none at
+        # all (websockets itself refuses the handshake when nothing matches).
+        available = self.available_subprotocols or ()
+        return next((p for p in subprotocols if p in available), None)
 
 
 @asynccontextmanager

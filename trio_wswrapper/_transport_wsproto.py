@@ -204,16 +204,16 @@ class WsprotoTransport:
         state = self._conn.state
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer closed first: echo its close frame, then end the connection.
-            closed = TransportClosed(event.code, event.reason or "")
+            closed = TransportClosed(int(event.code), event.reason or "")
             self._end(closed)
             await self._send_close(event.response())
         elif state is ConnectionState.OPEN:
             # wsproto reports a malformed frame as a close event it wants us to send.
-            self._end(TransportClosed(event.code, event.reason or ""))
+            self._end(TransportClosed(int(event.code), event.reason or ""))
             await self._send_close(CloseConnection(event.code, event.reason))
         else:
             # The reply to our own close frame.
-            self._end(TransportClosed(event.code, event.reason or ""))
+            self._end(TransportClosed(int(event.code), event.reason or ""))
         await self._drop()
 
     async def _too_big(self) -> None:

@@ -230,20 +230,24 @@ async def client_handshake(
         max_message_size=max_message_size,
     )
 
-    rejected: list[ConnectionRejected] = []
+    failed: list[Exception] = []
 
     async def reader() -> None:
         try:
             await ws._reader_task()
         except trio_websocket.ConnectionRejected as exc:
-            rejected.append(ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b""))
+            failed.append(ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b""))
+        except (h11.ProtocolError, wsproto.utilities.ProtocolError) as exc:
+            if ws._wsproto.state is not ConnectionState.CONNECTING:
+                raise
+            failed.append(HandshakeFailed(f"malformed handshake: {exc}"))
         finally:
             ws._open_handshake.set()
 
     nursery.start_soon(reader)
     await ws._open_handshake.wait()
-    if rejected:
-        raise rejected[0]
+    if failed:
+        raise failed[0]
     if ws._wsproto.state is not ConnectionState.OPEN:
         raise OSError("the server closed the connection during the handshake")
     return ws

@@ -13,6 +13,7 @@ import math
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -52,7 +53,8 @@ async def open_test_client(
     client_stream, server_stream = trio.testing.memory_stream_pair()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._handle_stream, server_stream)
+            # wsproto on the server side: it runs over in-memory streams exactly as over sockets.
+            nursery.start_soon(partial(server._handle_stream, server_stream, transport="wsproto"))
             ws = await client_handshake(
                 nursery,
                 client_stream,
