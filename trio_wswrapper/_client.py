@@ -239,9 +239,8 @@ class Client(Registry, UsesMiddleware):
         Frames already queued are written first (within the close timeout). The ``close``
         listeners see ``user_closed=True``. Closing a closed client does nothing.
         """
-        self._offline = None
         if self._stop_reconnecting is not None:
-            self._stop_reconnecting()
+            self._stop_reconnecting()  # also ends offline queueing
         await self._close(code, reason, user=True)
         if self._final is None and (self._gen is None or self._gen.finished.is_set()):
             self._finish(ConnectionClosed(code, reason or "closed by the application"))

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -27,11 +26,12 @@ import trio_websocket
 from . import _protocol as proto
 from ._client import Client
 from ._config import make_options
+from ._endpoint import parse_url
 from ._errors import ConnectionClosed, ConnectionRejected
 from ._handshake import HandshakeFailed
 from ._middleware import HandlerContext
 from ._server import _collapse, _is_cancellation
-from ._transports import TransportName, check_transport, raw_headers
+from ._transports import TransportName, check_transport
 from ._transports import connect as connect_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -89,15 +89,7 @@ class Reconnect:
 
 def check_url(url: str) -> None:
     """Refuse what is not a ws:// or wss:// URL with a host, before any connection attempt."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  # raises ValueError for a malformed port
-    except ValueError as exc:
-        raise ValueError(f"invalid WebSocket URL {url!r}: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"invalid WebSocket URL {url!r}: the scheme must be ws:// or wss://")
-    if not parts.hostname:
-        raise ValueError(f"invalid WebSocket URL {url!r}: no host")
+    parse_url(url)
 
 
 def _fatal(error: ConnectionClosed) -> bool:
@@ -127,8 +119,10 @@ class _Dialer:
     _connecting: bool = False
 
     def stop(self) -> None:
-        """No further attempts; interrupts a backoff or a connection attempt in progress."""
+        """No further attempts, nor offline queueing; interrupts a backoff or a connection
+        attempt in progress."""
         self.stopping = True
+        self.client._offline = None
         if self._wait_scope is not None and self._connecting:
             self._wait_scope.cancel()
 
@@ -180,8 +174,6 @@ class _Dialer:
                 client._finish(ConnectionClosed(None, "closed"))
 
     def _connect_error(self, exc: BaseException) -> ConnectionClosed:
-        if isinstance(exc, trio_websocket.ConnectionRejected):
-            return ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b"")
         text = "timed out" if isinstance(exc, trio.TooSlowError) else str(exc) or type(exc).__name__
         reason = _os_reason(exc)
         if reason is not None and reason.lower() not in text.lower():
@@ -333,7 +325,6 @@ async def open_client(
             finally:
                 with trio.CancelScope(shield=True):
                     dialer.stop()
-                    client._offline = None
                     await client._close(1000, "", user=True, prompt=cancelled)
     except BaseExceptionGroup as group:
         raise _collapse(group) from None

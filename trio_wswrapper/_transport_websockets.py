@@ -31,6 +31,7 @@ from websockets.uri import parse_uri
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from ._endpoint import Endpoint, open_stream
 from ._errors import ConnectionRejected
 from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
 from ._transport import TransportClosed
@@ -199,15 +200,7 @@ async def connect(
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(connect_timeout):
-                    stream = await trio.open_tcp_stream(uri.host, uri.port)
-                    if uri.secure:
-                        stream = trio.SSLStream(
-                            stream,
-                            ssl_context or ssl_module.create_default_context(),
-                            server_hostname=uri.host,
-                            https_compatible=True,
-                        )
-                        await stream.do_handshake()
+                    stream = await open_stream(Endpoint(uri.secure, uri.host, uri.port, "/"), ssl_context)
                     protocol = _ClientProtocol(
                         uri,
                         subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,

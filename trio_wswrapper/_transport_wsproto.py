@@ -16,7 +16,6 @@ import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -36,6 +35,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from ._endpoint import open_stream, parse_url
 from ._errors import ConnectionRejected
 from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
 from ._transport import TransportClosed
@@ -291,20 +291,6 @@ class WsprotoTransport:
         await trio.aclose_forcefully(self.stream)
 
 
-def split_url(url: str) -> tuple[bool, str, int, str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {url!r}")
-    secure = parts.scheme == "wss"
-    if not parts.hostname:
-        raise ValueError(f"no host in URL: {url!r}")
-    port = parts.port or (443 if secure else 80)
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    return secure, parts.hostname, port, target
-
-
 async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> list[Event]:
     """Read until the handshake produces events; return them (later ones are frames)."""
     while True:
@@ -342,23 +328,17 @@ async def connect(
     Raises :class:`HandshakeFailed` (or ``OSError``) when the connection cannot be set up.
     The stream is closed when the context exits.
     """
-    secure, host, port, target = split_url(url)
+    endpoint = parse_url(url)
     stream: trio.abc.Stream | None = None
     try:
         with trio.fail_after(connect_timeout):
-            stream = await trio.open_tcp_stream(host, port)
-            if secure:
-                stream = trio.SSLStream(
-                    stream, ssl_context or ssl_module.create_default_context(), server_hostname=host
-                )
-                await stream.do_handshake()
+            stream = await open_stream(endpoint, ssl_context)
             ws = WSConnection(ConnectionType.CLIENT)
-            default_port = 443 if secure else 80
             await stream.send_all(
                 ws.send(
                     Request(
-                        host=host if port == default_port else f"{host}:{port}",
-                        target=target,
+                        host=endpoint.host_header,
+                        target=endpoint.target,
                         subprotocols=list(subprotocols or ()),
                         extra_headers=list(extra_headers or ()),
                     )

@@ -7,7 +7,6 @@ layers above only ever see a :class:`Transport`.
 from __future__ import annotations
 
 import math
-import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from wsproto.connection import ConnectionState
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
+from ._endpoint import open_stream, parse_url
 from ._errors import ConnectionRejected
 from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
 from ._transport import Transport, TrioWebsocketTransport
@@ -63,23 +63,13 @@ async def connect(
     ``trio_websocket.HandshakeError``. The connection's stream is closed on exit.
     """
     name = check_transport(name)
-    if name == "wsproto":
-        from . import _transport_wsproto
+    if name != "trio-websocket":
+        if name == "wsproto":
+            from . import _transport_wsproto as adapter
+        else:
+            from . import _transport_websockets as adapter  # type: ignore[no-redef]
 
-        async with _transport_wsproto.connect(
-            url,
-            ssl_context=ssl_context,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            max_message_size=max_message_size,
-            connect_timeout=connect_timeout,
-            close_timeout=close_timeout,
-        ) as transport:
-            yield transport
-    elif name == "websockets":
-        from . import _transport_websockets
-
-        async with _transport_websockets.connect(
+        async with adapter.connect(
             url,
             ssl_context=ssl_context,
             subprotocols=subprotocols,
@@ -92,26 +82,19 @@ async def connect(
     else:
         # trio-websocket's own open_websocket_url leaks its socket when the server refuses the
         # handshake, so the stream is opened (and always closed) here.
-        from ._transport_wsproto import split_url
-
-        secure, host, port, target = split_url(url)
+        endpoint = parse_url(url)
         opened = False
         try:
             async with trio.open_nursery() as nursery:
-                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+                stream: trio.abc.Stream | None = None
                 try:
                     with trio.fail_after(connect_timeout):
-                        stream = await trio.open_tcp_stream(host, port)
-                        if secure:
-                            stream = trio.SSLStream(
-                                stream, ssl_context or ssl.create_default_context(), server_hostname=host
-                            )
-                            await stream.do_handshake()
+                        stream = await open_stream(endpoint, ssl_context)
                         ws = await client_handshake(
                             nursery,
                             stream,
-                            host if port == (443 if secure else 80) else f"{host}:{port}",
-                            target,
+                            endpoint.host_header,
+                            endpoint.target,
                             subprotocols=list(subprotocols) if subprotocols else None,
                             extra_headers=list(extra_headers) if extra_headers else None,
                             max_message_size=int(min(max_message_size, 2**63)),
