@@ -99,11 +99,13 @@ class WsprotoTransport:
             try:
                 data = self._conn.send(event)
             except LocalProtocolError:
-                raise self.closed or TransportClosed(1006, "") from None
+                # wsproto refuses once the peer's close frame has been read, even while the
+                # reader has not reached that event yet.
+                raise self.closed or self._end(self._peer_closed(), final=False) from None
             try:
                 await self.stream.send_all(data)
             except _STREAM_ERRORS:
-                raise self._end(TransportClosed(1006, "")) from None
+                raise self._end(self._peer_closed()) from None
             except BaseException:
                 self.broken = True
                 raise
@@ -267,6 +269,14 @@ class WsprotoTransport:
                         return
             except (LocalProtocolError, RemoteProtocolError):
                 return
+
+    def _peer_closed(self) -> TransportClosed:
+        """The peer's close code when its close frame is already read but not yet handled by
+        the reader (a write raced it), else 1006."""
+        for event in self._events:
+            if isinstance(event, CloseConnection):
+                return TransportClosed(int(event.code), event.reason or "")
+        return TransportClosed(1006, "")
 
     def _end(self, closed: TransportClosed, *, final: bool = True) -> TransportClosed:
         """Record how the connection ended (the first cause wins) and release ping waiters.
