@@ -132,22 +132,20 @@ class _Dialer:
             client._offline = deque()
             client._offline_limit = policy.offline_queue_size
             client._stop_reconnecting = self.stop
-        started = False
         failures = 0
         try:
             while not self.stopping:
-                error = await self._connection(task_status if not started else None)
+                error = await self._connection(None if self.opened else task_status)
                 if error is None and not self.opened:
                     raise ConnectionClosed(None, "closed while connecting")
                 if error is None:
-                    started = True
                     failures = 0
                 elif (
                     policy is None
                     or _fatal(error)
                     or (policy.max_attempts is not None and failures + 1 >= policy.max_attempts)
                 ):
-                    if not started:
+                    if not self.opened:
                         raise error
                     attempts = failures + 1
                     logger.warning(
