@@ -335,7 +335,11 @@ class Client(Registry, UsesMiddleware):
         # Request ids (§4): allocated only once the frame can be queued without waiting, so a
         # request cancelled before that allocates nothing; the pending entry is registered
         # before the frame is queued, and ids that name a live anonymous channel are skipped.
-        await gen.queue.wait_writable()
+        # With room in the queue there is no wait: the wait for the answer is the checkpoint.
+        if gen.queue.has_room():
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await gen.queue.wait_writable()
         rid = self._next_id
         while rid in gen.channels:
             rid += 1
@@ -401,7 +405,9 @@ class Client(Registry, UsesMiddleware):
         if self._gen is not None and not self._gen.finished.is_set():
             raise RuntimeError("this client already has an open connection")
         options = self._options
-        gen = _Generation(transport, SendQueue(options.limits.send_queue_size), self._peer_compat)
+        direct = transport if hasattr(transport, "send_nowait") else None
+        queue = SendQueue(options.limits.send_queue_size, direct)  # type: ignore[arg-type]
+        gen = _Generation(transport, queue, self._peer_compat)
         self._gen = gen
         self._final = None
         self._connections += 1
@@ -523,7 +529,10 @@ class Client(Registry, UsesMiddleware):
                 # the current write finish, within the close timeout (_stop sets the deadline);
                 # a transport whose write is cut anyway can only drop the connection.
                 with trio.CancelScope(shield=True) as gen.write_scope:
-                    await transport.send(frame)
+                    if frame is None:
+                        await transport.flush()  # type: ignore[attr-defined]
+                    else:
+                        await transport.send(frame)
                 gen.write_scope = None
                 if gen.outcome is not None:
                     return
@@ -726,8 +735,80 @@ class Client(Registry, UsesMiddleware):
         active = None
         if rid is not None:
             active = gen.active[rid] = _Active(rid, gen)
+        plain = handler.kind == "sync" and self._options.handler_context is None
+        if plain and not self._middleware_chain(msg):
+            self._invoke_inline(gen, handler, msg, active)
+            return
         gen.running += 1
         gen.nursery.start_soon(self._invoke, gen, handler, msg, active)
+
+    def _invoke_inline(
+        self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active | None
+    ) -> None:
+        """Call a plain function handler from the reader task: no task to start, no switch.
+
+        Such a handler cannot wait, so nothing could cancel it part-way anyway. If it returns
+        an awaitable after all, a handler task awaits it as for an ``async def`` handler.
+        """
+        client_token = _current_client.set(self)
+        request_token = _current_request.set(active)
+        try:
+            try:
+                args = msg.args if handler.bind is None else handler.bind(msg.args)
+                result = handler.fn(*args)
+            except Exception as exc:
+                if active is None:
+                    if isinstance(exc, ArgumentError):
+                        logger.warning("%r: dropped event %r: %s", self, msg.name, exc)
+                    else:
+                        logger.exception("handler for event %r failed", msg.name)
+                    return
+                logger.debug("handler for request %r failed: %r", msg.name, exc)
+                frame = self._failure_frame(active, exc)
+            else:
+                if hasattr(result, "__await__"):
+                    gen.running += 1
+                    gen.nursery.start_soon(self._await_result, gen, result, msg, active)
+                    return
+                if active is None:
+                    return
+                frame = self._answer_frame(active, result)
+            self._commit(gen, active, frame)
+        finally:
+            _current_request.reset(request_token)
+            _current_client.reset(client_token)
+
+    async def _await_result(
+        self, gen: _Generation, result: Any, msg: Incoming, active: _Active | None
+    ) -> None:
+        """Await what a plain function handler returned (see :meth:`_invoke_inline`)."""
+        _current_client.set(self)
+        try:
+            if active is None:
+                try:
+                    await result
+                except Exception:
+                    logger.exception("handler for event %r failed", msg.name)
+                return
+            _current_request.set(active)
+            with active.scope:
+                try:
+                    frame = self._answer_frame(active, await result)
+                except Exception as exc:
+                    logger.debug("handler for request %r failed: %r", msg.name, exc)
+                    frame = self._failure_frame(active, exc)
+                self._commit(gen, active, frame)
+        except WSWrapperError as exc:
+            logger.debug("%r: handler for %r ended with %r", self, msg.name, exc)
+        finally:
+            gen.running -= 1
+
+    @staticmethod
+    def _commit(gen: _Generation, active: _Active, frame: str | None) -> None:
+        """Send a request's answer, unless it was cancelled or answered (§8.2); one step."""
+        if frame is not None and gen.active.get(active.id) is active:
+            del gen.active[active.id]
+            gen.queue.put_nowait(frame, force=True)
 
     async def _invoke(
         self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active | None
@@ -738,11 +819,7 @@ class Client(Registry, UsesMiddleware):
                 await self._invoke_event(handler, msg)
                 return
             _current_request.set(active)
-            frame = await self._invoke_request(gen, handler, msg, active)
-            if frame is not None and gen.active.get(active.id) is active:
-                # Committing the answer and handing it to the send path is one step (§8.2).
-                del gen.active[active.id]
-                gen.queue.put_nowait(frame, force=True)
+            self._commit(gen, active, await self._invoke_request(gen, handler, msg, active))
         except WSWrapperError as exc:
             logger.debug("%r: handler for %r ended with %r", self, msg.name, exc)
         except Exception:
@@ -799,18 +876,19 @@ class Client(Registry, UsesMiddleware):
                     return await self._call_request(gen, handler, msg, active, info)
             except Exception as exc:
                 logger.debug("handler for request %r failed: %r", msg.name, exc)
-                channel = active.channel
-                if channel is not None and channel._announced:
-                    # The answer was a channel already (a stream): the failure aborts it.
-                    channel._abort_nowait(self._failure_payload(exc))
-                    return None
-                return proto.encode_rejection(
-                    active.id,
-                    self._failure_payload(exc),
-                    error_flag=self._options.error_flag,
-                    codec=self._codec,
-                )
+                return self._failure_frame(active, exc)
         return None
+
+    def _failure_frame(self, active: _Active, exc: Exception) -> str | None:
+        """The rejection answering a request whose handler raised ``exc``, if any is due."""
+        channel = active.channel
+        if channel is not None and channel._announced:
+            # The answer was a channel already (a stream): the failure aborts it.
+            channel._abort_nowait(self._failure_payload(exc))
+            return None
+        return proto.encode_rejection(
+            active.id, self._failure_payload(exc), error_flag=self._options.error_flag, codec=self._codec
+        )
 
     async def _call_request(
         self, gen: _Generation, handler: Handler, msg: Incoming, active: _Active, info: MessageInfo | None
@@ -824,8 +902,6 @@ class Client(Registry, UsesMiddleware):
         if chain:
             await run_middleware(chain, info or self._message_info(msg))
         args = msg.args if handler.bind is None else handler.bind(msg.args)
-        rid = active.id
-        flag = self._options.error_flag
         if handler.kind in ("asyncgen", "stream"):
             from ._channels import serve_stream
 
@@ -833,6 +909,13 @@ class Client(Registry, UsesMiddleware):
         result = handler.fn(*args)
         if handler.kind == "async" or hasattr(result, "__await__"):
             result = await result
+        return self._answer_frame(active, result)
+
+    def _answer_frame(self, active: _Active, result: Any) -> str | None:
+        """The frame answering a request whose handler returned ``result``: a resolution, or
+        None when ``result`` is the request's channel (announced instead, §9.2)."""
+        rid = active.id
+        flag = self._options.error_flag
         if active.channel is not None and result is active.channel:
             try:
                 active.channel._announce(active)

@@ -118,6 +118,11 @@ class _ReplayStream(trio.abc.HalfCloseableStream):
         self.inner = stream
         self._head = head
 
+    @property
+    def plain_inner(self) -> trio.abc.Stream:
+        """The wrapped stream: bytes written here go to it unchanged (see ``_transport_wsproto``)."""
+        return self.inner
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._head:
             await trio.lowlevel.checkpoint()

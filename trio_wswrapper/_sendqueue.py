@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol
 
 import trio
 
 from ._errors import ConnectionClosed
 
-__all__ = ["SendQueue"]
+__all__ = ["DirectWriter", "SendQueue"]
+
+
+class DirectWriter(Protocol):
+    """A transport that can sometimes write a message at once, from any task, without yielding.
+
+    ``send_nowait`` returns False when it cannot (a write in progress, a full socket buffer,
+    a TLS stream): the frame then goes through the queue and the writer task. It returns True
+    once the message is taken; if the socket took only part of it, ``backlog`` is true until
+    the writer task's ``flush`` has written the rest.
+    """
+
+    @property
+    def backlog(self) -> bool: ...
+
+    def send_nowait(self, message: str) -> bool: ...
+
+    async def flush(self) -> None: ...
 
 
 class SendQueue:
@@ -20,12 +38,29 @@ class SendQueue:
     request or open channel), answers and channel announcements (one per running handler), and
     a request frame whose caller already waited for room. One queue keeps everything FIFO, so a
     cancellation always follows its request.
+
+    With a ``direct`` writer, a frame appended while nothing is queued or being written is
+    written by the appending task itself: no wakeup of the writer task, no task switch. The
+    writer then only handles what the socket could not take at once, so order is kept.
     """
 
-    __slots__ = ("_frames", "_idle", "_limit", "_senders", "_writer", "_writing", "closed")
+    __slots__ = (
+        "_direct",
+        "_flush",
+        "_frames",
+        "_idle",
+        "_limit",
+        "_senders",
+        "_writer",
+        "_writing",
+        "closed",
+    )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, direct: DirectWriter | None = None) -> None:
         self._frames: deque[str] = deque()
+        self._direct = direct
+        #: A direct write left part of a frame for the writer task.
+        self._flush = False
         self._limit = limit
         self._writer = trio.lowlevel.ParkingLot()
         self._senders = trio.lowlevel.ParkingLot()
@@ -48,6 +83,10 @@ class SendQueue:
         if self.closed is not None:
             raise self.closed
 
+    def has_room(self) -> bool:
+        """Whether an ordinary frame may be appended now without waiting behind anyone."""
+        return len(self._frames) < self._limit and not self._senders and self.closed is None
+
     def pass_turn(self) -> None:
         """Wake the next waiting sender if there is room (after :meth:`wait_writable`)."""
         if self._senders and len(self._frames) < self._limit:
@@ -67,13 +106,28 @@ class SendQueue:
         self._append(frame)
 
     def _append(self, frame: str) -> None:
+        direct = self._direct
+        idle = not self._frames and not self._writing and not self._flush
+        if idle and direct is not None and direct.send_nowait(frame):
+            if direct.backlog:
+                self._flush = True
+                if self._writer:
+                    self._writer.unpark()
+            return
         self._frames.append(frame)
         if self._writer:
             self._writer.unpark()
 
-    async def get(self) -> str:
-        """The next frame for the writer; marks the writer busy until :meth:`get` is called again."""
+    async def get(self) -> str | None:
+        """The next frame for the writer, or None when it must flush a direct write's rest.
+
+        Marks the writer busy until :meth:`get` is called again.
+        """
         self._writing = False
+        if self._flush:
+            self._flush = False
+            self._writing = True
+            return None
         if not self._frames:
             if self._idle:
                 self._idle.unpark_all()
@@ -81,6 +135,10 @@ class SendQueue:
                 if self.closed is not None:
                     raise self.closed
                 await self._writer.park()
+                if self._flush:
+                    self._flush = False
+                    self._writing = True
+                    return None
         frame = self._frames.popleft()
         self._writing = True
         if self._senders and len(self._frames) < self._limit:
@@ -89,7 +147,7 @@ class SendQueue:
 
     async def drain(self) -> None:
         """Wait until every queued frame has been written (or the queue is closed)."""
-        while (self._frames or self._writing) and self.closed is None:
+        while (self._frames or self._writing or self._flush) and self.closed is None:
             await self._idle.park()
 
     def close(self, error: ConnectionClosed) -> None:

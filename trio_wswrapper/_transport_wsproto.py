@@ -5,6 +5,11 @@ memory channel, so every message costs a task switch and a queue hop. Here the c
 calls :meth:`WsprotoTransport.receive`, which reads bytes from the stream, feeds them to
 wsproto and returns the next whole message: no extra task, no queue. Pings are answered
 inline by the same call; writes from any task are serialised by one lock.
+
+When nothing else is being written, :meth:`WsprotoTransport.send_nowait` writes a message
+straight to the socket from the calling task, without a checkpoint: a reply or a broadcast
+then costs no task switch at all. Whatever the socket does not take at once is left for the
+connection's writer task (``flush``), so a slow peer never blocks the caller.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -81,6 +87,9 @@ class WsprotoTransport:
         self._reading = False
         self._ended = trio.Event()
         self._stream_closed = False
+        #: The part of a direct write the socket did not take; written before anything else.
+        self._backlog = b""
+        self._socket = _plain_socket(stream)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -102,6 +111,8 @@ class WsprotoTransport:
                 # wsproto refuses once the peer's close frame has been read, even while the
                 # reader has not reached that event yet.
                 raise self.closed or self._end(self._peer_closed(), final=False) from None
+            if self._backlog:
+                data, self._backlog = self._backlog + data, b""
             try:
                 await self.stream.send_all(data)
             except _STREAM_ERRORS:
@@ -116,6 +127,55 @@ class WsprotoTransport:
         if self.closed is not None:
             raise self.closed
         await self._write(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+
+    @property
+    def backlog(self) -> bool:
+        """Whether a direct write left bytes that :meth:`flush` must still write."""
+        return bool(self._backlog)
+
+    def send_nowait(self, message: str) -> bool:
+        """Write ``message`` now without yielding, if the socket is idle; False if not taken.
+
+        Only for a plain TCP socket with no write in progress. The socket is non-blocking, so
+        this never waits: what it does not take at once stays in :attr:`backlog`. Any error is
+        left for the ordinary write path to meet and report.
+        """
+        sock = self._socket
+        if sock is None or self._backlog or self.closed is not None or self.broken:
+            return False
+        if self._send_lock.locked():
+            return False
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        try:
+            data = self._conn.send(TextMessage(message))
+        except LocalProtocolError:
+            return False
+        try:
+            sent = os.write(fd, data)
+        except OSError:
+            # Nothing was written (EAGAIN, or a broken connection the writer will report).
+            return False
+        if sent < len(data):
+            self._backlog = data[sent:]
+        return True
+
+    async def flush(self) -> None:
+        """Write what a direct write left over (the writer task's part of it)."""
+        lock = self._send_lock
+        async with lock:
+            if not self._backlog or self.closed is not None or self.broken:
+                await trio.lowlevel.checkpoint()
+                return
+            data, self._backlog = self._backlog, b""
+            try:
+                await self.stream.send_all(data)
+            except _STREAM_ERRORS:
+                raise self._end(self._peer_closed()) from None
+            except BaseException:
+                self.broken = True
+                raise
 
     async def ping(self) -> None:
         if self.closed is not None:
@@ -299,6 +359,18 @@ class WsprotoTransport:
         if self.closed is None:
             self.closed = TransportClosed(1006, "")
         await trio.aclose_forcefully(self.stream)
+
+
+def _plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The TCP socket under ``stream`` when bytes written to it reach the peer as they are
+    (not through TLS), for :meth:`WsprotoTransport.send_nowait`."""
+    while True:
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket
+        inner = getattr(stream, "plain_inner", None)
+        if inner is None:
+            return None
+        stream = inner
 
 
 async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> list[Event]:

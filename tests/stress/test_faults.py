@@ -232,14 +232,22 @@ async def test_shutdown_with_requests_and_streams_in_flight(nursery: trio.Nurser
 
 
 class CancelAtStep(trio.abc.Instrument):
-    """Cancels ``scope`` when ``task`` is scheduled for the ``step``-th time."""
+    """Cancels ``scope`` at ``task``'s ``step``-th checkpoint: when the task is scheduled
+    there (``wake``), or as soon as it has yielded there and waits (``park``)."""
 
-    def __init__(self, task: trio.lowlevel.Task, step: int, scope: trio.CancelScope) -> None:
-        self.task, self.step, self.scope = task, step, scope
+    def __init__(self, task: trio.lowlevel.Task, step: int, scope: trio.CancelScope, mode: str) -> None:
+        self.task, self.step, self.scope, self.mode = task, step, scope, mode
+        #: Checkpoints reached so far, counted the way ``mode`` counts them.
         self.steps = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
+        if task is self.task and self.mode == "wake":
+            self.steps += 1
+            if self.steps == self.step:
+                self.scope.cancel()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task and self.mode == "park":
             self.steps += 1
             if self.steps == self.step:
                 self.scope.cancel()
@@ -283,30 +291,32 @@ async def test_cancellation_at_every_checkpoint(operation: str, nursery: trio.Nu
     with error_log() as errors, trio.fail_after(120):
         port = await nursery.start(server.serve, "127.0.0.1", 0)
         async with wsw.open_client(f"ws://127.0.0.1:{port}/") as client:
-            step = 0
-            cancelled = 0
-            while True:
-                scope = trio.CancelScope()
-                instrument = CancelAtStep(trio.lowlevel.current_task(), step, scope)
-                if step == 0:
-                    scope.cancel()  # already cancelled when the operation starts
-                trio.lowlevel.add_instrument(instrument)
-                try:
-                    with scope:
-                        await op(client)
-                finally:
-                    trio.lowlevel.remove_instrument(instrument)
-                cancelled += scope.cancelled_caught
-                # whatever the step, the connection stays usable and nothing is left behind
-                await echo(client)
-                await wait_until(lambda: idle(server, clients=1))
-                stats = client.statistics()
-                assert (stats.pending_requests, stats.open_channels, stats.running_handlers) == (0, 0, 0)
-                if not scope.cancelled_caught and instrument.steps < step:
-                    break  # the operation finished before this step: every checkpoint was hit
-                step += 1
+            cancelled = {"wake": 0, "park": 0}
+            for mode in cancelled:
+                step = 0
+                while True:
+                    scope = trio.CancelScope()
+                    instrument = CancelAtStep(trio.lowlevel.current_task(), step, scope, mode)
+                    if step == 0:
+                        scope.cancel()  # already cancelled when the operation starts
+                    trio.lowlevel.add_instrument(instrument)
+                    try:
+                        with scope:
+                            await op(client)
+                    finally:
+                        trio.lowlevel.remove_instrument(instrument)
+                    cancelled[mode] += scope.cancelled_caught
+                    # whatever the step, the connection stays usable and nothing is left behind
+                    await echo(client)
+                    await wait_until(lambda: idle(server, clients=1))
+                    stats = client.statistics()
+                    assert (stats.pending_requests, stats.open_channels, stats.running_handlers) == (0, 0, 0)
+                    if not scope.cancelled_caught and instrument.steps < step:
+                        break  # the operation finished before this step: every checkpoint was hit
+                    step += 1
         await wait_until(lambda: idle(server))
-    assert cancelled >= 2
+    # step 0 cancels in both modes; a parked wait is cancelled at least once more
+    assert cancelled["wake"] >= 1 and cancelled["park"] >= 2
     assert not errors.records
     add("faults", "cancellation points injected", step + 1)
     record("faults", **{f"checkpoints in one {operation}": step})
