@@ -8,6 +8,7 @@ promise of the ordinary paths: context, channels, cancellation, errors and frame
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 
@@ -314,3 +317,129 @@ async def test_large_answers_in_order_over_loopback() -> None:
 
 
 bound_tests(globals())
+
+
+# -- framing: the fast parser against wsproto ------------------------------------------------
+
+
+def client_frame_bytes(kind: str, payload: bytes, fin: bool = True, rsv: int = 0, opcode: int = 1) -> bytes:
+    """One frame as a client sends it (masked), built by hand so that it may be malformed."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    if kind == "unmasked":
+        return head[:1] + bytes((head[1] & 0x7F,)) + head[2:] + payload
+    return head + mask + masked
+
+
+LIMIT = 4096
+
+frame_items = st.one_of(
+    st.tuples(st.just("text"), st.text(max_size=300)),
+    st.tuples(st.just("binary"), st.binary(max_size=300)),
+    st.tuples(st.just("fragmented"), st.lists(st.text(max_size=40), min_size=2, max_size=4)),
+    st.tuples(st.just("ping"), st.binary(max_size=20)),
+    st.tuples(st.just("pong"), st.binary(max_size=20)),
+    st.tuples(st.just("large"), st.integers(min_value=126, max_value=70_000)),
+    st.tuples(st.just("bad-utf8"), st.just(b"\xff\xfe")),
+    st.tuples(st.just("rsv"), st.text(max_size=5)),
+    st.tuples(st.just("unmasked"), st.text(max_size=5)),
+    st.tuples(st.just("stray-continuation"), st.sampled_from([3, LIMIT + 1])),
+    st.tuples(st.just("interrupted"), st.text(max_size=5)),
+    st.tuples(st.just("too-big"), st.just(5000)),
+)
+
+
+def encode_items(items: list[tuple[str, Any]]) -> bytes:
+    out = b""
+    for kind, value in items:
+        if kind == "text":
+            out += client_frame_bytes(kind, value.encode())
+        elif kind == "binary":
+            out += client_frame_bytes(kind, value, opcode=2)
+        elif kind == "fragmented":
+            for i, part in enumerate(value):
+                last = i == len(value) - 1
+                out += client_frame_bytes(kind, part.encode(), fin=last, opcode=0 if i else 1)
+                if i == 0:  # control frames may come between fragments
+                    out += client_frame_bytes("ping", b"in-between", opcode=9)
+        elif kind == "ping":
+            out += client_frame_bytes(kind, value, opcode=9)
+        elif kind == "pong":
+            out += client_frame_bytes(kind, value, opcode=10)
+        elif kind == "large":
+            out += client_frame_bytes(kind, b"L" * value)
+        elif kind == "bad-utf8":
+            out += client_frame_bytes(kind, value)
+        elif kind == "rsv":
+            out += client_frame_bytes(kind, value.encode(), rsv=0x40)
+        elif kind == "unmasked":
+            out += client_frame_bytes(kind, value.encode())
+        elif kind == "stray-continuation":
+            out += client_frame_bytes(kind, b"C" * value, opcode=0)
+        elif kind == "interrupted":
+            # a new message while a fragmented one is unfinished: a protocol error
+            out += client_frame_bytes(kind, b"first part", fin=False)
+            out += client_frame_bytes(kind, value.encode())
+        elif kind == "too-big":
+            out += client_frame_bytes(kind, b"B" * value)
+    return out
+
+
+def reference(data: bytes) -> tuple[list[str | bytes], int]:
+    """What wsproto alone makes of ``data``: the messages, then the close code (1006: none)."""
+    conn = Connection(ConnectionType.SERVER)
+    from wsproto.events import BytesMessage, CloseConnection, TextMessage
+    from wsproto.utilities import RemoteProtocolError
+
+    messages: list[str | bytes] = []
+    parts: list[Any] = []
+    size = 0
+    try:
+        conn.receive_data(data)
+        for event in conn.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > LIMIT:
+                    return messages, 1009
+                if event.message_finished:
+                    joined = "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+                    messages.append(joined)
+                    parts, size = [], 0
+            elif isinstance(event, CloseConnection):
+                return messages, int(event.code)
+    except RemoteProtocolError:
+        return messages, 1006
+    return messages, 1006
+
+
+async def transport_result(data: bytes, cuts: list[int]) -> tuple[list[str | bytes], int]:
+    """What the transport makes of ``data`` arriving in pieces cut at ``cuts``."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    transport = WsprotoTransport(ours, Connection(ConnectionType.SERVER), max_message_size=LIMIT)
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    for a, b in itertools.pairwise(bounds):
+        if b > a:
+            await theirs.send_all(data[a:b])
+    await theirs.send_eof()
+    messages: list[str | bytes] = []
+    while True:
+        try:
+            messages.append(await transport.receive())
+        except wsw.TransportClosed as closed:
+            return messages, closed.code
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=st.lists(frame_items, max_size=8), cuts=st.lists(st.integers(min_value=0), max_size=6))
+def test_fast_parser_agrees_with_wsproto(items: list[tuple[str, Any]], cuts: list[int]) -> None:
+    data = encode_items(items)
+    assert trio.run(transport_result, data, cuts) == reference(data)

@@ -6,6 +6,12 @@ calls :meth:`WsprotoTransport.receive`, which reads bytes from the stream, feeds
 wsproto and returns the next whole message: no extra task, no queue. Pings are answered
 inline by the same call; writes from any task are serialised by one lock.
 
+wsproto stays the judge of the protocol, but its frame parser costs several microseconds a
+message. So whole, unfragmented text and binary frames, the frames of nearly every ws-wrapper
+message, are framed and parsed here (RFC 6455 §5.2); every other frame (control frames,
+fragments, anything malformed or unexpected) goes to wsproto byte for byte, and since it only
+ever receives whole frames in order, its state stays exactly as if it had seen them all.
+
 When nothing else is being written, :meth:`WsprotoTransport.send_nowait` writes a message
 straight to the socket from the calling task, without a checkpoint: a reply or a broadcast
 then costs no task switch at all. Whatever the socket does not take at once is left for the
@@ -18,7 +24,9 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import ssl as ssl_module
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -49,6 +57,12 @@ from ._transport import TransportClosed
 __all__ = ["WsprotoTransport", "accept_stream", "connect"]
 
 RECEIVE_SIZE = 65536
+#: The most one read asks for while a large frame is still arriving.
+MAX_RECEIVE_SIZE = 1 << 22
+#: The end of an HTTP head, as h11 finds it.
+_HEAD_END = re.compile(rb"\n\r?\n")
+#: Pushed to the event queue when a data frame declares more than the message size limit.
+_TOO_BIG = object()
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _ping_ids = itertools.count()
 
@@ -71,6 +85,7 @@ class WsprotoTransport:
         max_message_size: float = math.inf,
         close_timeout: float = 5.0,
         pending: Sequence[Event] = (),
+        received: bytes = b"",
     ) -> None:
         self.stream = stream
         self.max_message_size = max_message_size
@@ -79,7 +94,16 @@ class WsprotoTransport:
         #: How the connection ended, once it has.
         self.closed: TransportClosed | None = None
         self._conn = conn
-        self._events: deque[Event] = deque(pending)
+        self._events: deque[Event | str | bytes | object] = deque(pending)
+        #: Received bytes not parsed yet; they start at a frame boundary.
+        self._buf = bytearray()
+        #: Bytes of the current frame still to hand to wsproto (see the module docstring).
+        self._to_wsproto: float = 0
+        #: wsproto has a fragmented message in progress: every frame goes to it until it ends.
+        self._fragmented = False
+        #: Bytes the frame being read still lacks, to size the next read.
+        self._missing = 0
+        self._client = conn.client
         self._send_lock = trio.StrictFIFOLock()
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -90,10 +114,22 @@ class WsprotoTransport:
         #: The part of a direct write the socket did not take; written before anything else.
         self._backlog = b""
         self._socket = _plain_socket(stream)
+        if received:
+            self._feed(received)
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def _write(self, event: Event) -> None:
+    def _frame(self, message: str | bytes) -> bytes:
+        """The bytes of ``message`` as one whole frame; wsproto's own framing once not open
+        (it then refuses as it should)."""
+        if self._conn.state is not ConnectionState.OPEN:
+            event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
+            return self._conn.send(event)
+        if isinstance(message, str):
+            return _client_frame(0x81, message.encode()) if self._client else _server_frame(message)
+        return _client_frame(0x82, message) if self._client else _header(0x82, len(message), 0) + message
+
+    async def _write(self, event: Event | str | bytes) -> None:
         lock = self._send_lock
         try:
             # The uncontended case skips the lock's own checkpoint: send_all has its own.
@@ -106,7 +142,7 @@ class WsprotoTransport:
             if self.broken:
                 raise TransportClosed(1006, "")
             try:
-                data = self._conn.send(event)
+                data = self._frame(event) if isinstance(event, (str, bytes)) else self._conn.send(event)
             except LocalProtocolError:
                 # wsproto refuses once the peer's close frame has been read, even while the
                 # reader has not reached that event yet.
@@ -126,7 +162,7 @@ class WsprotoTransport:
     async def send(self, message: str | bytes) -> None:
         if self.closed is not None:
             raise self.closed
-        await self._write(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+        await self._write(message)
 
     @property
     def backlog(self) -> bool:
@@ -148,10 +184,9 @@ class WsprotoTransport:
         fd = sock.fileno()
         if fd < 0:
             return False
-        try:
-            data = self._conn.send(TextMessage(message))
-        except LocalProtocolError:
+        if self._conn.state is not ConnectionState.OPEN:
             return False
+        data = _client_frame(0x81, message.encode()) if self._client else _server_frame(message)
         try:
             sent = os.write(fd, data)
         except OSError:
@@ -203,7 +238,6 @@ class WsprotoTransport:
 
     async def _receive(self) -> str | bytes:
         events = self._events
-        conn = self._conn
         if events:
             # Like every Trio receive, a checkpoint even when a message is already buffered:
             # tasks woken by the previous message run first. Nothing is consumed before it,
@@ -212,10 +246,13 @@ class WsprotoTransport:
         while True:
             while events:
                 event = events.popleft()
-                if type(event) is TextMessage or type(event) is BytesMessage:
-                    raw: str | bytes | bytearray = event.data
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    return event  # type: ignore[return-value]
+                if kind is TextMessage or kind is BytesMessage:
+                    raw: str | bytes | bytearray = event.data  # type: ignore[attr-defined]
                     data = bytes(raw) if isinstance(raw, bytearray) else raw
-                    if event.message_finished and not self._parts:
+                    if event.message_finished and not self._parts:  # type: ignore[attr-defined]
                         if len(data) > self.max_message_size:
                             await self._too_big()
                         return data
@@ -223,9 +260,11 @@ class WsprotoTransport:
                     self._size += len(data)
                     if self._size > self.max_message_size:
                         await self._too_big()
-                    if event.message_finished:
+                    if event.message_finished:  # type: ignore[attr-defined]
                         parts, self._parts, self._size = self._parts, [], 0
-                        return "".join(parts) if type(event) is TextMessage else b"".join(parts)  # type: ignore[arg-type]
+                        return "".join(parts) if kind is TextMessage else b"".join(parts)  # type: ignore[arg-type]
+                elif event is _TOO_BIG:
+                    await self._too_big()
                 elif isinstance(event, Ping):
                     with trio.move_on_after(self.close_timeout) as scope:
                         scope.shield = True
@@ -239,19 +278,98 @@ class WsprotoTransport:
                     await self._on_close(event)
                     assert self.closed is not None
                     raise self.closed
+            size = min(max(RECEIVE_SIZE, self._missing), MAX_RECEIVE_SIZE)
             try:
-                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                received = await self.stream.receive_some(size)
             except _STREAM_ERRORS:
                 raise self._end(TransportClosed(1006, "")) from None
-            if not data:
+            if not received:
                 await self._drop()
                 raise self._end(TransportClosed(1006, ""))
             try:
-                conn.receive_data(data)
-                events.extend(conn.events())
+                self._feed(received)
             except (LocalProtocolError, RemoteProtocolError):
                 await self._drop()
                 raise self._end(TransportClosed(1006, "")) from None
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Parse bytes from the socket into ``_events``: whole simple data frames here, every
+        other frame by wsproto (see the module docstring)."""
+        buf = self._buf
+        buf += data
+        events = self._events
+        conn = self._conn
+        end = len(buf)
+        pos = 0
+        self._missing = 0
+        while pos < end:
+            if self._to_wsproto:
+                n = int(min(self._to_wsproto, end - pos))
+                conn.receive_data(bytes(buf[pos : pos + n]))
+                events.extend(conn.events())
+                self._to_wsproto -= n
+                pos += n
+                continue
+            if end - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            masked = b1 & 0x80
+            if masked:
+                head += 4
+            opcode = b0 & 0x0F
+            # No RSV bits (no extension is ever negotiated); clients mask, servers do not (§5.1);
+            # a continuation frame exactly when a fragmented message is in progress.
+            data_frame = (
+                not b0 & 0x70
+                and (not masked) is self._client
+                and opcode < 3
+                and (opcode == 0) is self._fragmented
+            )
+            if data_frame and length > self.max_message_size:
+                events.append(_TOO_BIG)
+                pos = end
+                break
+            simple = data_frame and b0 & 0x80 and opcode != 0
+            if not simple:
+                if length >> 63:
+                    self._to_wsproto = math.inf  # malformed: wsproto fails the connection
+                else:
+                    self._to_wsproto = head + length
+                    if opcode in {1, 2}:
+                        self._fragmented = not b0 & 0x80
+                    elif opcode == 0 and b0 & 0x80:
+                        self._fragmented = False
+                continue
+            total = head + length
+            if end - pos < total:
+                self._missing = total - (end - pos)
+                break
+            payload: bytes | bytearray = buf[pos + head : pos + total]
+            if masked:
+                payload = _apply_mask(payload, buf[pos + head - 4 : pos + head])
+            if opcode == 1:
+                try:
+                    events.append(payload.decode())
+                except UnicodeDecodeError:
+                    self._to_wsproto = total  # wsproto fails it with 1007, as it should
+                    continue
+            else:
+                events.append(bytes(payload))
+            pos += total
+        del buf[:pos]
 
     def _on_pong(self, payload: bytes | bytearray) -> None:
         # A pong answers its ping and every ping sent before it; unsolicited ones are ignored.
@@ -323,11 +441,10 @@ class WsprotoTransport:
             if not data:
                 return
             try:
-                self._conn.receive_data(bytes(data))
-                for event in self._conn.events():
-                    if isinstance(event, CloseConnection):
-                        return
+                self._feed(data)
             except (LocalProtocolError, RemoteProtocolError):
+                return
+            if any(isinstance(event, CloseConnection) for event in self._events):
                 return
 
     def _peer_closed(self) -> TransportClosed:
@@ -361,6 +478,53 @@ class WsprotoTransport:
         await trio.aclose_forcefully(self.stream)
 
 
+def _header(first: int, length: int, mask_bit: int) -> bytes:
+    if length < 126:
+        return bytes((first, length | mask_bit))
+    if length < 65536:
+        return struct.pack("!BBH", first, 126 | mask_bit, length)
+    return struct.pack("!BBQ", first, 127 | mask_bit, length)
+
+
+def _xor_mask(data: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``data`` XOR the repeated 4-byte ``mask`` (RFC 6455 §5.3), with big-integer arithmetic."""
+    n = len(data)
+    if not n:
+        return b""
+    key = (bytes(mask) * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+try:  # websockets' C function, when that optional dependency is installed
+    from websockets.speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover - depends on the environment
+    _apply_mask = _xor_mask
+else:
+    _apply_mask = _c_apply_mask
+
+
+def _client_frame(first: int, payload: bytes) -> bytes:
+    """A whole frame from a client: masked with a fresh random key (RFC 6455 §5.3)."""
+    mask = os.urandom(4)
+    return _header(first, len(payload), 0x80) + mask + _apply_mask(payload, mask)
+
+
+#: The last text frame a server framed, by message: a broadcast is framed once for all clients.
+_last_server_frame: tuple[str | None, bytes] = (None, b"")
+
+
+def _server_frame(message: str) -> bytes:
+    """A whole unmasked text frame from a server."""
+    global _last_server_frame  # noqa: PLW0603 - a one-entry cache shared by every connection
+    last, data = _last_server_frame
+    if last is message:
+        return data
+    payload = message.encode()
+    data = _header(0x81, len(payload), 0) + payload
+    _last_server_frame = (message, data)
+    return data
+
+
 def _plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     """The TCP socket under ``stream`` when bytes written to it reach the peer as they are
     (not through TLS), for :meth:`WsprotoTransport.send_nowait`."""
@@ -373,15 +537,33 @@ def _plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
         stream = inner
 
 
-async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> list[Event]:
-    """Read until the handshake produces events; return them (later ones are frames)."""
+async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> tuple[list[Event], bytes]:
+    """Read until the handshake produces events; return them and the bytes after the HTTP head.
+
+    wsproto is given the head only (and, for a refusal, the body after it): the frames that
+    follow are the transport's to parse, from a frame boundary.
+    """
+    held = b""
     while True:
         data = await stream.receive_some(RECEIVE_SIZE)
         if not data:
             raise HandshakeFailed("the peer closed the connection during the handshake")
+        data = held + bytes(data)
+        found = _HEAD_END.search(data)
+        if found is None:
+            # The last two bytes may begin the blank line that the next read completes.
+            feed, held = data[:-2], data[-2:]
+        else:
+            feed, held = data[: found.end()], data[found.end() :]
         try:
-            ws.receive_data(bytes(data))
+            if feed:  # h11 takes empty data for the end of the stream
+                ws.receive_data(feed)
             events = list(ws.events())
+            if events and isinstance(events[0], RejectConnection) and held:
+                # A refusal: the body after the head is the HTTP response's, not frames.
+                ws.receive_data(held)
+                events.extend(ws.events())
+                held = b""
         except RemoteProtocolError as exc:
             if not ws.client and isinstance(exc.event_hint, RejectConnection):
                 # A client that is not speaking WebSocket gets an HTTP error, not silence.
@@ -391,7 +573,9 @@ async def _read_handshake(stream: trio.abc.Stream, ws: WSConnection) -> list[Eve
         except (LocalProtocolError, h11.ProtocolError) as exc:
             raise HandshakeFailed(f"malformed handshake: {exc}") from None
         if events:
-            return events
+            return events, held
+        if found is not None:
+            raise HandshakeFailed("malformed handshake: no request or response in the HTTP head")
 
 
 @asynccontextmanager
@@ -426,7 +610,7 @@ async def connect(
                     )
                 )
             )
-            events = await _read_handshake(stream, ws)
+            events, received = await _read_handshake(stream, ws)
             first = events[0]
             if isinstance(first, RejectConnection):
                 body = b"".join(bytes(e.data) for e in events if isinstance(e, RejectData))
@@ -450,6 +634,7 @@ async def connect(
         max_message_size=max_message_size,
         close_timeout=close_timeout,
         pending=events[1:],
+        received=received,
     )
     try:
         yield transport
@@ -474,7 +659,7 @@ async def accept_stream(
     malformed handshake, :class:`HandshakeFailed` is raised. The caller owns ``stream``.
     """
     ws = WSConnection(ConnectionType.SERVER)
-    events = await _read_handshake(stream, ws)
+    events, received = await _read_handshake(stream, ws)
     request = events[0]
     if not isinstance(request, Request):
         raise HandshakeFailed(f"unexpected handshake event {request!r}")
@@ -505,5 +690,6 @@ async def accept_stream(
         max_message_size=max_message_size,
         close_timeout=close_timeout,
         pending=events[1:],
+        received=received,
     )
     return info, transport
