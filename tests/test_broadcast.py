@@ -131,8 +131,8 @@ def bus_message(data: Any) -> Any:
     return {"type": "message", "pattern": None, "channel": b"trio_wswrapper:broadcast", "data": data}
 
 
-def envelope(frame: str, origin: str = "0123456789abcdef", **extra: Any) -> bytes:
-    return json.dumps({"v": 1, "o": origin, "f": frame, **extra}).encode()
+def envelope(frame: str, origin: str = "0123456789abcdef", number: int = 1, **extra: Any) -> bytes:
+    return json.dumps({"v": 1, "o": origin, "n": number, "f": frame, **extra}).encode()
 
 
 HOSTILE: list[Any] = [
@@ -146,6 +146,8 @@ HOSTILE: list[Any] = [
     json.dumps({"v": 2, "o": "x", "f": '{"a":["news",1]}'}).encode(),
     json.dumps({"v": 1, "o": 5, "f": '{"a":["news",1]}'}).encode(),
     json.dumps({"v": 1, "o": "x", "f": ["news", 1]}).encode(),
+    json.dumps({"v": 1, "o": "x", "f": '{"a":["news",1]}'}).encode(),  # no number
+    json.dumps({"v": 1, "o": "x", "n": "1", "f": '{"a":["news",1]}'}).encode(),
     envelope("not json"),
     envelope('{"i":7,"a":["news",1]}'),  # a request: clients would answer it
     envelope('{"h":3,"a":["news",1]}'),  # an anonymous channel
@@ -169,7 +171,9 @@ async def test_hostile_bus_messages_are_dropped_and_logged(
         # A message this backend published is not delivered twice; another origin's is.
         bus._on_message(bus_message(envelope('{"a":["news","mine"]}', origin=bus.origin)))
         bus._on_message(bus_message(envelope('{"a":["news","theirs"]}', extra=1)))
-        bus._on_message(bus_message(envelope('{"c":"room","a":["news","room"]}').decode()))
+        # The same message twice (a retried PUBLISH) is delivered once.
+        bus._on_message(bus_message(envelope('{"a":["news","theirs"]}', extra=1)))
+        bus._on_message(bus_message(envelope('{"c":"room","a":["news","room"]}', number=2).decode()))
         assert await listener.wait_for(2) == [("", ("theirs",)), ("room", ("room",))]
         await settle(listener)
         assert len(listener.seen) == 2
@@ -195,6 +199,20 @@ async def test_a_bus_that_is_not_running_delivers_locally_and_reports(
     stats = bus.statistics()
     assert (stats.published, stats.publish_failures, stats.connected) == (1, 1, False)
     assert any("not published to Redis" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_memory_of_received_messages_is_bounded(
+    redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis, "RECENT", 3)
+    bus = redis.RedisBroadcast()
+    server = wsw.Server(heartbeat_interval=None, broadcast=bus)
+    async with connected(server) as (listener,):
+        for number in (1, 2, 3, 4, 1):  # 1 is forgotten once 4 arrives, so it is new again
+            bus._on_message(bus_message(envelope(f'{{"a":["news",{number}]}}', number=number)))
+        assert len(bus._recent_set) == len(bus._recent) == 3
+        seen = await listener.wait_for(5)
+        assert [args for _, args in seen] == [(1,), (2,), (3,), (4,), (1,)]
 
 
 def test_options_are_checked(redis: Any) -> None:

@@ -15,6 +15,7 @@ import json
 import random
 import secrets
 import sys
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -39,6 +40,8 @@ __all__ = ["RedisBroadcast"]
 
 #: The version of the bus message format; other versions are dropped as malformed.
 BUS_VERSION = 1
+#: How many (origin, number) pairs of received messages are remembered to drop duplicates.
+RECENT = 4096
 
 
 class RedisBroadcast(LocalBroadcast):
@@ -52,10 +55,13 @@ class RedisBroadcast(LocalBroadcast):
         async with bus:
             await server.serve("0.0.0.0", 8080)
 
-    A bus message is JSON: ``{"v": 1, "o": origin, "f": frame}``, where ``origin`` is this
-    backend's random :attr:`origin` (a process skips the messages it published itself, which it
-    has already delivered) and ``frame`` is the ws-wrapper frame text as encoded by ``emit``, so
-    no process encodes the event again. A received message that is not valid JSON of that
+    A bus message is JSON: ``{"v": 1, "o": origin, "n": number, "f": frame}``. ``origin`` is
+    this backend's random :attr:`origin`: a process skips the messages it published itself,
+    which it has already delivered. ``number`` counts this backend's messages: with the origin
+    it identifies a message, so that one published twice (coredis retries a PUBLISH whose
+    connection broke, and the first attempt may have gone through) is delivered once; the last
+    4096 are remembered. ``frame`` is the ws-wrapper frame text as encoded by ``emit``, so no
+    process encodes the event again. A received message that is not valid JSON of that
     shape, is larger than ``max_message_size`` bytes, or whose frame is not a ws-wrapper event,
     is dropped with a rate-limited warning and counted in :meth:`statistics`.
 
@@ -106,6 +112,9 @@ class RedisBroadcast(LocalBroadcast):
         self._received = 0
         self._malformed = 0
         self._reconnects = 0
+        self._number = 0
+        self._recent: deque[tuple[str, int]] = deque()
+        self._recent_set: set[tuple[str, int]] = set()
 
     @property
     def channel(self) -> str:
@@ -194,7 +203,8 @@ class RedisBroadcast(LocalBroadcast):
         elif not self._subscribed:
             self._publish_failed(self._last_error or ConnectionError("not connected to Redis"))
         else:
-            message = f'{{"v":{BUS_VERSION},"o":"{self._origin}","f":{json.dumps(frame)}}}'
+            self._number += 1
+            message = f'{{"v":{BUS_VERSION},"o":"{self._origin}","n":{self._number},"f":{json.dumps(frame)}}}'
             try:
                 with trio.fail_after(self._publish_timeout):
                     await redis.publish(self._channel, message)
@@ -265,12 +275,16 @@ class RedisBroadcast(LocalBroadcast):
         if type(envelope) is not dict or envelope.get("v") != BUS_VERSION:
             self._drop("not a version-1 envelope")
             return
-        origin, frame = envelope.get("o"), envelope.get("f")
-        if type(origin) is not str or type(frame) is not str:
-            self._drop("origin or frame is not a string")
+        origin, number, frame = envelope.get("o"), envelope.get("n"), envelope.get("f")
+        if type(origin) is not str or type(number) is not int or type(frame) is not str:
+            self._drop("origin, number or frame of the wrong type")
             return
         if origin == self._origin:
             return  # published here, and delivered when it was
+        key = (origin, number)
+        if key in self._recent_set:
+            logger.debug("dropped a duplicate broadcast %r from the Redis bus", key)
+            return
         event = proto.decode(frame)
         if (
             type(event) is not proto.Incoming
@@ -281,6 +295,10 @@ class RedisBroadcast(LocalBroadcast):
         ):
             self._drop("the frame is not a ws-wrapper event")
             return
+        self._recent.append(key)
+        self._recent_set.add(key)
+        if len(self._recent) > RECENT:
+            self._recent_set.discard(self._recent.popleft())
         self._received += 1
         missed = self.deliver(frame)
         if missed:
