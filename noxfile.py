@@ -75,7 +75,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".[websockets,fast]", "mypy>=1.10", "pytest>=8")
+    session.install("-e", ".[websockets,fast,redis]", "mypy>=1.10", "pytest>=8")
     session.run("mypy", "--strict", "trio_wswrapper")
 
 
