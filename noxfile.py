@@ -56,12 +56,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmark suite (bench/run.py; `-- --quick` is the smoke mode), then the
-    typed-argument and codec benchmarks when run without arguments."""
-    session.install("-e", ".[bench,fast]", "pydantic>=2", "cattrs", "msgspec")
+    typed-argument, codec and several-processes benchmarks when run without arguments."""
+    session.install("-e", ".[bench,fast,redis]", "pydantic>=2", "cattrs", "msgspec")
     session.run("python", "bench/run.py", *session.posargs)
     if not session.posargs:
         session.run("python", "bench/typed_args.py")
         session.run("python", "bench/codec.py")
+        session.run("python", "bench/cluster.py")  # needs redis-server on the PATH
 
 
 @nox.session

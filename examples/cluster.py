@@ -10,11 +10,10 @@ or on different machines pointing at the same Redis)::
 
 A client connected to any of them that sends ``say`` (a request, answered with the number of
 local clients that missed the event) makes every client of every process receive
-``news(name, text)``; ``say`` on channel ``room`` does the same on that channel, and ``flood``
-broadcasts many events at once (the bench uses it). ``status`` answers this process's view of
-the bus: whether it is healthy, the last error and the counters. While Redis is down, ``say``
-still reaches this process's clients and ``status`` says what failed; when Redis is back the
-process resubscribes by itself.
+``news(name, text)``; ``say`` on channel ``room`` does the same on that channel. ``status``
+answers this process's view of the bus: whether it is healthy, the last error and the
+counters. While Redis is down, ``say`` still reaches this process's clients and ``status``
+says what failed; when Redis is back the process resubscribes by itself.
 """
 
 from __future__ import annotations
@@ -43,13 +42,6 @@ def make_server(bus: RedisBroadcast, name: str) -> wsw.Server:
     @server.of("room").on("say")
     async def say_in_room(text: str) -> int:
         return len(await server.of("room").emit("news", name, text))
-
-    @server.on("flood")
-    async def flood(count: int, text: str = "") -> float:
-        start = trio.current_time()
-        for i in range(count):
-            await server.emit("tick", name, i, text)
-        return trio.current_time() - start
 
     @server.on("status")
     def status() -> dict[str, Any]:

@@ -7,6 +7,7 @@ except under CI, where they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -222,6 +223,35 @@ async def test_a_process_started_without_redis_delivers_locally_then_joins(
         await on_a.wait_for(("", "b", "now everyone"))
         await on_b.wait_for(("", "b", "now everyone"))
         assert on_b.heard == [("", "b", "now everyone")]
+
+
+def test_bench_quick_mode_runs(tmp_path: Path) -> None:
+    require_redis_module()
+    redis_server_path()
+    out = tmp_path / "cluster.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "cluster.py"),
+            "--quick",
+            "--timeout",
+            "60",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert set(results) == {"1", "3"}
+    for result in results.values():
+        (run,) = result["runs"]
+        assert run["events/s"] > 0 and run["received"] == run["expected"]
+    assert "3 ÷ 1 processes" in done.stdout
 
 
 bound_tests(globals())
