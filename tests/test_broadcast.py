@@ -139,7 +139,7 @@ HOSTILE: list[Any] = [
     b"",
     b"\xff\xfe not utf-8",
     b"not json",
-    b"[" * 100_000,
+    b"[" * 100_000,  # over max_message_size
     b"[1, 2]",
     b'"a string"',
     json.dumps({"o": "x", "f": '{"a":["news",1]}'}).encode(),  # no version
@@ -165,7 +165,11 @@ async def test_hostile_bus_messages_are_dropped_and_logged(
 ) -> None:
     bus = redis.RedisBroadcast(max_message_size=1024)
     server = wsw.Server(heartbeat_interval=None, broadcast=bus)
+    deep = ("[" * 100_000 + "]" * 100_000).encode()  # deeper than the JSON decoder recurses
     async with connected(server) as (listener,):
+        bus._max_message_size = len(deep)
+        bus._on_message(bus_message(deep))
+        bus._max_message_size = 1024
         for data in HOSTILE:
             bus._on_message(bus_message(data))
         # A message this backend published is not delivered twice; another origin's is.
@@ -178,7 +182,7 @@ async def test_hostile_bus_messages_are_dropped_and_logged(
         await settle(listener)
         assert len(listener.seen) == 2
     stats = bus.statistics()
-    assert (stats.malformed, stats.received, stats.published) == (len(HOSTILE), 2, 0)
+    assert (stats.malformed, stats.received, stats.published) == (len(HOSTILE) + 1, 2, 0)
     dropped = [r for r in caplog.records if "malformed message from the Redis bus" in r.getMessage()]
     assert dropped and all(r.levelno == logging.WARNING for r in dropped)
 
