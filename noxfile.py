@@ -56,12 +56,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmark suite (bench/run.py; `-- --quick` is the smoke mode), then the
-    typed-argument and codec benchmarks when run without arguments."""
-    session.install("-e", ".[bench,fast]", "pydantic>=2", "cattrs", "msgspec")
+    typed-argument, codec and several-processes benchmarks when run without arguments."""
+    session.install("-e", ".[bench,fast,redis]", "pydantic>=2", "cattrs", "msgspec")
     session.run("python", "bench/run.py", *session.posargs)
     if not session.posargs:
         session.run("python", "bench/typed_args.py")
         session.run("python", "bench/codec.py")
+        session.run("python", "bench/cluster.py")  # needs redis-server on the PATH
 
 
 @nox.session
@@ -75,7 +76,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".[websockets,fast]", "mypy>=1.10", "pytest>=8")
+    session.install("-e", ".[websockets,fast,redis]", "mypy>=1.10", "pytest>=8")
     session.run("mypy", "--strict", "trio_wswrapper")
 
 

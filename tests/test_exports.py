@@ -13,6 +13,8 @@ from trio_wswrapper import _version
 EXPECTED_ALL = [
     "AnonymousChannel",
     "ArgumentError",
+    "BroadcastBackend",
+    "BroadcastStatistics",
     "CancelSource",
     "Channel",
     "ChannelClosed",
@@ -25,6 +27,7 @@ EXPECTED_ALL = [
     "Handshake",
     "JsonCodec",
     "Limits",
+    "LocalBroadcast",
     "MemoryTransport",
     "MessageInfo",
     "OrjsonCodec",

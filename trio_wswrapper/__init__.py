@@ -5,6 +5,7 @@ a plain WebSocket, wire-compatible with the JavaScript ws-wrapper and the Go
 ws-server-wrapper-go. This module only re-exports the public names.
 """
 
+from ._broadcast import BroadcastBackend, BroadcastStatistics, LocalBroadcast
 from ._cancel import CancelSource
 from ._channels import AnonymousChannel, Channel, StreamIterator, channel, open_channel
 from ._client import Client, ClientStatistics, cancel_reason, current_client
@@ -39,6 +40,8 @@ from ._version import __version__
 __all__ = [
     "AnonymousChannel",
     "ArgumentError",
+    "BroadcastBackend",
+    "BroadcastStatistics",
     "CancelSource",
     "Channel",
     "ChannelClosed",
@@ -51,6 +54,7 @@ __all__ = [
     "Handshake",
     "JsonCodec",
     "Limits",
+    "LocalBroadcast",
     "MemoryTransport",
     "MessageInfo",
     "OrjsonCodec",

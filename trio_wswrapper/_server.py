@@ -15,6 +15,7 @@ import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
 from . import _protocol as proto
+from ._broadcast import BroadcastBackend, LocalBroadcast
 from ._client import Client
 from ._config import Options, make_options
 from ._errors import ConnectionClosed
@@ -50,8 +51,7 @@ class ServerChannel(Registry, UsesMiddleware):
         self._check_open()
         proto.check_event_name(name, root=False)
         frame = proto.encode_event(name, args, channel=self.name, codec=self._server._codec)
-        await trio.lowlevel.checkpoint()
-        return self._server._broadcast(frame)
+        return await self._server._bus.publish(frame)
 
     def close(self) -> None:
         """Close the channel for all connections: handlers dropped, later traffic unknown."""
@@ -114,6 +114,7 @@ class Server(Registry, UsesMiddleware):
         handler_context: HandlerContext | None = None,
         codec: proto.Codec | None = None,
         static: StaticSpec | None = None,
+        broadcast: BroadcastBackend | None = None,
     ) -> None:
         self._options = make_options(
             max_message_size=max_message_size,
@@ -143,6 +144,13 @@ class Server(Registry, UsesMiddleware):
         self._clients: dict[Client, None] = {}
         self._serving: set[trio.CancelScope] = set()
         self._closing = False
+        self._bus: BroadcastBackend = LocalBroadcast() if broadcast is None else broadcast
+        self._bus.attach(self)
+
+    @property
+    def broadcast(self) -> BroadcastBackend:
+        """The backend :meth:`emit` publishes through (``broadcast=``; in-process by default)."""
+        return self._bus
 
     @property
     def options(self) -> Options:
@@ -172,12 +180,13 @@ class Server(Registry, UsesMiddleware):
 
         The frame is encoded once. A client whose send queue is full, or that is closing, does
         not hold up the others: it misses the event and is returned among the failures as
-        ``(client, exception)`` (``trio.WouldBlock`` or :class:`ConnectionClosed`).
+        ``(client, exception)`` (``trio.WouldBlock`` or :class:`ConnectionClosed`). The
+        ``broadcast=`` backend decides which servers' clients get it: this server's alone by
+        default, every process sharing a Redis bus with ``trio_wswrapper.redis``.
         """
         proto.check_event_name(name, root=True)
         frame = proto.encode_event(name, args, codec=self._codec)
-        await trio.lowlevel.checkpoint()
-        return self._broadcast(frame)
+        return await self._bus.publish(frame)
 
     def _broadcast(self, frame: str) -> BroadcastFailures:
         failures: BroadcastFailures = []
