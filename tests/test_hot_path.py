@@ -13,6 +13,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -316,9 +317,6 @@ async def test_large_answers_in_order_over_loopback() -> None:
     assert sorted(ticks) == [i for i in range(100) for _ in range(4)]
 
 
-bound_tests(globals())
-
-
 # -- framing: the fast parser against wsproto ------------------------------------------------
 
 
@@ -443,3 +441,86 @@ async def transport_result(data: bytes, cuts: list[int]) -> tuple[list[str | byt
 def test_fast_parser_agrees_with_wsproto(items: list[tuple[str, Any]], cuts: list[int]) -> None:
     data = encode_items(items)
     assert trio.run(transport_result, data, cuts) == reference(data)
+
+
+# -- the opening handshake hands the transport a frame boundary -------------------------------
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def read_frames(stream: trio.SocketStream, count: int) -> list[str]:
+    """Read the 101 response, then ``count`` unmasked text frames from a server."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(4096)
+    head, _, data = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    frames: list[str] = []
+    while len(frames) < count:
+        if len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):
+            n = data[1] & 0x7F
+            assert n < 126 and data[0] == 0x81
+            frames.append(data[2 : 2 + n].decode())
+            data = data[2 + n :]
+            continue
+        data += await stream.receive_some(4096)
+    return frames
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param([0], id="one write"),
+        pytest.param([len(UPGRADE) - 1], id="blank line split"),
+        pytest.param([len(UPGRADE) - 3, len(UPGRADE) + 3], id="head and frame split"),
+        pytest.param([len(UPGRADE)], id="head then frames"),
+    ],
+)
+async def test_frames_in_the_same_packets_as_the_handshake(pieces: list[int]) -> None:
+    server = wsw.Server(heartbeat_interval=None)
+    server.on("echo", lambda x: x)
+    frames = client_frame_bytes("text", b'{"a":["echo",1],"i":1}') + client_frame_bytes(
+        "text", b'{"a":["echo",2],"i":2}'
+    )
+    data = UPGRADE + frames
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            # the wsproto transport's own handshake reader (trio-websocket hangs on this)
+            port = await nursery.start(partial(server.serve, "127.0.0.1", 0, transport="wsproto"))
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                bounds = [0, *pieces, len(data)]
+                for a, b in itertools.pairwise(bounds):
+                    if b > a:
+                        await stream.send_all(data[a:b])
+                        await trio.sleep(0.01)
+                replies = await read_frames(stream, 2)
+            nursery.cancel_scope.cancel()
+    assert replies == ['{"i":1,"d":1}', '{"i":2,"d":2}']
+
+
+async def test_idle_connections_have_no_writer_task() -> None:
+    server = wsw.Server(heartbeat_interval=None, max_message_size=8 << 20)
+    server.on("big", lambda: "z" * 4_000_000)
+    server.on("ping", lambda: "pong")
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(server.serve, "127.0.0.1", 0, transport="wsproto"))
+            url = f"ws://127.0.0.1:{port}/"
+            async with wsw.open_client(url, max_message_size=8 << 20, transport="wsproto") as client:
+                assert await client.request("ping") == "pong"
+                (peer,) = server.clients
+                assert peer._gen is not None and client._gen is not None
+                # replies and requests went straight to the sockets: no writer task was needed
+                assert not peer._gen.nursery.child_tasks and not client._gen.nursery.child_tasks
+                assert len(await client.request("big")) == 4_000_000
+                # a reply larger than the socket buffer needed the writer to finish it
+                assert len(peer._gen.nursery.child_tasks) == 1
+                assert await client.request("ping") == "pong"
+            nursery.cancel_scope.cancel()
+
+
+bound_tests(globals())

@@ -9,10 +9,12 @@ that is torn down when that WebSocket ends (PROTOCOL.md §12.3).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -419,7 +421,10 @@ class Client(Registry, UsesMiddleware):
         try:
             async with trio.open_nursery() as nursery:
                 gen.nursery = nursery
-                nursery.start_soon(self._writer, gen)
+                if direct is None or queue.waiting:
+                    nursery.start_soon(self._writer, gen)
+                else:
+                    queue.start_writer = partial(self._start_writer, gen)
                 if options.heartbeat_interval is not None:
                     nursery.start_soon(self._heartbeat, gen, options.heartbeat_interval)
                 opened = await self._fire_open(gen)
@@ -519,6 +524,12 @@ class Client(Registry, UsesMiddleware):
         for channel in list(gen.channels.values()):
             channel._connection_lost(closed)
         gen.channels.clear()
+
+    def _start_writer(self, gen: _Generation) -> None:
+        """Start the writer task the first time a frame waits for it (see ``SendQueue``)."""
+        # RuntimeError: the connection's nursery has closed; it is ending, unsent frames go.
+        with contextlib.suppress(RuntimeError):
+            gen.nursery.start_soon(self._writer, gen)
 
     async def _writer(self, gen: _Generation) -> None:
         queue, transport = gen.queue, gen.transport

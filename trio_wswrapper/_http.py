@@ -119,9 +119,10 @@ class _ReplayStream(trio.abc.HalfCloseableStream):
         self._head = head
 
     @property
-    def plain_inner(self) -> trio.abc.Stream:
-        """The wrapped stream: bytes written here go to it unchanged (see ``_transport_wsproto``)."""
-        return self.inner
+    def plain_inner(self) -> trio.abc.Stream | None:
+        """The wrapped stream once the replayed bytes are all read: from then on, reading or
+        writing it directly is the same as using this stream (see ``_transport_wsproto``)."""
+        return None if self._head else self.inner
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._head:

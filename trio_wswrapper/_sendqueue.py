@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -41,7 +41,9 @@ class SendQueue:
 
     With a ``direct`` writer, a frame appended while nothing is queued or being written is
     written by the appending task itself: no wakeup of the writer task, no task switch. The
-    writer then only handles what the socket could not take at once, so order is kept.
+    writer then only handles what the socket could not take at once, so order is kept, and
+    it need not exist before then: ``start_writer``, when set, is called (once) the first time
+    a frame waits for it, so an idle connection costs no writer task.
     """
 
     __slots__ = (
@@ -54,10 +56,12 @@ class SendQueue:
         "_writer",
         "_writing",
         "closed",
+        "start_writer",
     )
 
     def __init__(self, limit: int, direct: DirectWriter | None = None) -> None:
-        self._frames: deque[str] = deque()
+        # A list, not a deque: it is nearly always empty, and an empty deque costs 600 bytes.
+        self._frames: list[str] = []
         self._direct = direct
         #: A direct write left part of a frame for the writer task.
         self._flush = False
@@ -67,6 +71,12 @@ class SendQueue:
         self._idle = trio.lowlevel.ParkingLot()
         self._writing = False
         self.closed: ConnectionClosed | None = None
+        self.start_writer: Callable[[], None] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether anything waits for the writer task: frames, or a direct write's rest."""
+        return bool(self._frames) or self._flush
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -111,12 +121,17 @@ class SendQueue:
         if idle and direct is not None and direct.send_nowait(frame):
             if direct.backlog:
                 self._flush = True
-                if self._writer:
-                    self._writer.unpark()
+                self._wake_writer()
             return
         self._frames.append(frame)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         if self._writer:
             self._writer.unpark()
+        elif self.start_writer is not None:
+            start, self.start_writer = self.start_writer, None
+            start()
 
     async def get(self) -> str | None:
         """The next frame for the writer, or None when it must flush a direct write's rest.
@@ -139,7 +154,7 @@ class SendQueue:
                     self._flush = False
                     self._writing = True
                     return None
-        frame = self._frames.popleft()
+        frame = self._frames.pop(0)
         self._writing = True
         if self._senders and len(self._frames) < self._limit:
             self._senders.unpark()

@@ -291,49 +291,14 @@ class Server(Registry, UsesMiddleware):
 
     async def _handle_stream(self, stream: trio.abc.Stream, transport: TransportName | None = None) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                opened = None
-                handshake: Handshake | None = None
-                auth: list[Any] = []
-                with trio.move_on_after(self._connect_timeout):
-                    ws_stream: trio.abc.Stream | None = stream
-                    if self._static is not None:
-                        ws_stream = await route_stream(stream, self._static)
-                    if ws_stream is None:
-                        return  # a plain HTTP request, answered
-
-                    async def check(info: RequestInfo) -> Reject | None:
-                        nonlocal handshake
-                        seen = Handshake(
-                            path=info.path,
-                            headers=tuple((k.lower(), v) for k, v in info.headers),
-                            subprotocols=tuple(info.subprotocols),
-                            remote=_peer(stream),
-                        )
-                        verdict = await self._admit(seen)
-                        if isinstance(verdict, Reject):
-                            return verdict
-                        auth.append(verdict)
-                        handshake = attrs.evolve(seen, subprotocol=self._choose(seen))
-                        return None
-
-                    try:
-                        opened = await accept_stream(
-                            transport,
-                            nursery,
-                            ws_stream,
-                            max_message_size=self._options.limits.max_message_size,
-                            close_timeout=self._options.close_timeout,
-                            subprotocols=self._subprotocols,
-                            check=check,
-                        )
-                    except HandshakeFailed as exc:
-                        logger.debug("opening handshake failed: %s", exc)
-                if opened is None or handshake is None:
+            name = check_transport(transport)
+            if name == "wsproto":
+                # Driven from the reader task: no background task, so no nursery to keep.
+                await self._serve_stream(stream, name, None)
+            else:
+                async with trio.open_nursery() as nursery:
+                    await self._serve_stream(stream, name, nursery)
                     nursery.cancel_scope.cancel()
-                    return
-                await self.accept(opened[1], handshake=handshake, auth=auth[0] if auth else None)
-                nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -349,6 +314,61 @@ class Server(Registry, UsesMiddleware):
                 logger.exception("connection failed")
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _serve_stream(
+        self, stream: trio.abc.Stream, name: TransportName, nursery: trio.Nursery | None
+    ) -> None:
+        """Run the opening handshake on ``stream``, then serve the connection if it opened."""
+        with trio.move_on_after(self._connect_timeout):
+            opened = await self._open(stream, name, nursery)
+        if opened is not None:
+            await self.accept(opened[0], handshake=opened[1], auth=opened[2])
+
+    async def _open(
+        self, stream: trio.abc.Stream, name: TransportName, nursery: trio.Nursery | None
+    ) -> tuple[Transport, Handshake, Any] | None:
+        """The opening handshake, with the static files, Origin and ``authorize`` checks.
+
+        Returns the open transport, the handshake and what ``authorize`` returned; None when
+        the request was answered over HTTP or refused. A separate coroutine, so that nothing
+        it needed stays referenced while the connection lives.
+        """
+        ws_stream: trio.abc.Stream | None = stream
+        if self._static is not None:
+            ws_stream = await route_stream(stream, self._static)
+        if ws_stream is None:
+            return None  # a plain HTTP request, answered
+        admitted: list[tuple[Handshake, Any]] = []
+
+        async def check(info: RequestInfo) -> Reject | None:
+            seen = Handshake(
+                path=info.path,
+                headers=tuple((k.lower(), v) for k, v in info.headers),
+                subprotocols=tuple(info.subprotocols),
+                remote=_peer(stream),
+            )
+            verdict = await self._admit(seen)
+            if isinstance(verdict, Reject):
+                return verdict
+            admitted.append((attrs.evolve(seen, subprotocol=self._choose(seen)), verdict))
+            return None
+
+        try:
+            _, opened = await accept_stream(
+                name,
+                nursery,
+                ws_stream,
+                max_message_size=self._options.limits.max_message_size,
+                close_timeout=self._options.close_timeout,
+                subprotocols=self._subprotocols,
+                check=check,
+            )
+        except HandshakeFailed as exc:
+            logger.debug("opening handshake failed: %s", exc)
+            return None
+        if not admitted:
+            return None
+        return opened, admitted[0][0], admitted[0][1]
 
     async def _admit(self, handshake: Handshake) -> Any:
         """Run the Origin check and the ``authorize`` hook: a :class:`Reject`, or the auth value."""

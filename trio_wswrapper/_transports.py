@@ -128,7 +128,7 @@ async def connect(
 
 async def accept_stream(
     name: TransportName | None,
-    nursery: trio.Nursery,
+    nursery: trio.Nursery | None,
     stream: trio.abc.Stream,
     *,
     max_message_size: float = math.inf,
@@ -139,8 +139,9 @@ async def accept_stream(
     """Run the server side of the opening handshake on ``stream`` over transport ``name``.
 
     Returns what the client asked for and the open transport; background tasks the adapter
-    needs run in ``nursery``. ``check`` may refuse the request over HTTP (``(status, body)``),
-    raising :class:`HandshakeFailed`. The caller owns ``stream``.
+    needs run in ``nursery`` (only ``wsproto`` needs none, and accepts None). ``check`` may
+    refuse the request over HTTP (``(status, body)``), raising :class:`HandshakeFailed`. The
+    caller owns ``stream``.
     """
     name = check_transport(name)
     if name == "wsproto":
@@ -153,6 +154,8 @@ async def accept_stream(
             subprotocols=subprotocols,
             check=check,
         )
+    if nursery is None:
+        raise ValueError(f"the {name} transport runs background tasks: it needs a nursery")
     if name == "websockets":
         from . import _transport_websockets
 
