@@ -150,15 +150,19 @@ class WsprotoTransport:
                 raise self.closed or self._end(self._peer_closed(), final=False) from None
             if self._backlog:
                 data, self._backlog = self._backlog + data, b""
-            try:
-                await self.stream.send_all(data)
-            except _STREAM_ERRORS:
-                raise self._end(self._peer_closed()) from None
-            except BaseException:
-                self.broken = True
-                raise
+            await self._send_all(data)
         finally:
             lock.release()
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write ``data`` (holding the send lock); a write cut part-way breaks the stream."""
+        try:
+            await self.stream.send_all(data)
+        except _STREAM_ERRORS:
+            raise self._end(self._peer_closed()) from None
+        except BaseException:
+            self.broken = True
+            raise
 
     async def send(self, message: str | bytes) -> None:
         if self.closed is not None:
@@ -187,7 +191,7 @@ class WsprotoTransport:
             return False
         if self._conn.state is not ConnectionState.OPEN:
             return False
-        data = _client_frame(0x81, message.encode()) if self._client else _server_frame(message)
+        data = self._frame(message)
         try:
             sent = os.write(fd, data)
         except OSError:
@@ -205,13 +209,7 @@ class WsprotoTransport:
                 await trio.lowlevel.checkpoint()
                 return
             data, self._backlog = self._backlog, b""
-            try:
-                await self.stream.send_all(data)
-            except _STREAM_ERRORS:
-                raise self._end(self._peer_closed()) from None
-            except BaseException:
-                self.broken = True
-                raise
+            await self._send_all(data)
 
     async def ping(self) -> None:
         if self.closed is not None:
