@@ -42,15 +42,9 @@ def tests(session: nox.Session) -> None:
     # pytest exits 5 when it collects nothing; nox fails on any non-zero status.
     session.run("pytest", *session.posargs)
     if not session.posargs:
-        # The end-to-end and interop tests again over each other transport.
+        # The whole suite again over each other transport.
         for transport in ("trio-websocket", "websockets"):
-            session.run(
-                "pytest",
-                f"--transport={transport}",
-                "tests/test_client_server.py",
-                "tests/test_regressions.py",
-                "tests/interop",
-            )
+            session.run("pytest", f"--transport={transport}")
 
 
 @nox.session

@@ -235,7 +235,8 @@ async def connect(
         # A failure to connect is the caller's to handle, not wrapped by our nursery.
         if opened or len(group.exceptions) != 1:
             raise
-        raise group.exceptions[0] from None
+        leaf = group.exceptions[0]
+        raise leaf from leaf.__cause__  # keeps the OS's reason (trio's cause), not the group
     finally:
         if not opened and stream is not None:
             with trio.CancelScope(shield=True):

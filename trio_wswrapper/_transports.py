@@ -123,7 +123,7 @@ async def connect(
             (leaf,) = group.exceptions
             if isinstance(leaf, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
                 raise HandshakeFailed(f"malformed handshake: {leaf}") from leaf
-            raise leaf from None
+            raise leaf from leaf.__cause__  # keeps the OS's reason (trio's cause), not the group
 
 
 async def accept_stream(
