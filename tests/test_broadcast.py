@@ -131,9 +131,14 @@ def bus_message(data: Any) -> Any:
     return {"type": "message", "pattern": None, "channel": b"trio_wswrapper:broadcast", "data": data}
 
 
-def envelope(frame: str, origin: str = "0123456789abcdef", number: int = 1, **extra: Any) -> bytes:
-    return json.dumps({"v": 1, "o": origin, "n": number, "f": frame, **extra}).encode()
+def envelope(
+    frame: str | list[str], origin: str = "0123456789abcdef", number: int = 1, **extra: Any
+) -> bytes:
+    frames = [frame] if isinstance(frame, str) else frame
+    return json.dumps({"v": 1, "o": origin, "n": number, "f": frames, **extra}).encode()
 
+
+NEWS = '{"a":["news",1]}'
 
 HOSTILE: list[Any] = [
     b"",
@@ -142,12 +147,14 @@ HOSTILE: list[Any] = [
     b"[" * 100_000,  # over max_message_size
     b"[1, 2]",
     b'"a string"',
-    json.dumps({"o": "x", "f": '{"a":["news",1]}'}).encode(),  # no version
-    json.dumps({"v": 2, "o": "x", "f": '{"a":["news",1]}'}).encode(),
-    json.dumps({"v": 1, "o": 5, "f": '{"a":["news",1]}'}).encode(),
-    json.dumps({"v": 1, "o": "x", "f": ["news", 1]}).encode(),
-    json.dumps({"v": 1, "o": "x", "f": '{"a":["news",1]}'}).encode(),  # no number
-    json.dumps({"v": 1, "o": "x", "n": "1", "f": '{"a":["news",1]}'}).encode(),
+    json.dumps({"o": "x", "n": 1, "f": [NEWS]}).encode(),  # no version
+    json.dumps({"v": 2, "o": "x", "n": 1, "f": [NEWS]}).encode(),
+    json.dumps({"v": 1, "o": 5, "n": 1, "f": [NEWS]}).encode(),
+    json.dumps({"v": 1, "o": "x", "n": 1, "f": ["news", 1]}).encode(),  # a frame not a string
+    json.dumps({"v": 1, "o": "x", "n": 1, "f": NEWS}).encode(),  # frames not a list
+    json.dumps({"v": 1, "o": "x", "n": 1, "f": []}).encode(),  # no frame
+    json.dumps({"v": 1, "o": "x", "f": [NEWS]}).encode(),  # no number
+    json.dumps({"v": 1, "o": "x", "n": "1", "f": [NEWS]}).encode(),
     envelope("not json"),
     envelope('{"i":7,"a":["news",1]}'),  # a request: clients would answer it
     envelope('{"h":3,"a":["news",1]}'),  # an anonymous channel
@@ -155,6 +162,7 @@ HOSTILE: list[Any] = [
     envelope('{"a":["open"]}'),  # a reserved name on the root channel
     envelope('{"i":7,"d":1}'),  # an answer
     envelope('{"i":7,"x":"stop"}'),  # a cancellation
+    envelope([NEWS, '{"i":7,"a":["news",1]}']),  # one bad frame drops the whole message
     envelope('{"a":["news","' + "x" * 2000 + '"]}'),  # over max_message_size
     12345,
 ]
@@ -178,11 +186,20 @@ async def test_hostile_bus_messages_are_dropped_and_logged(
         # The same message twice (a retried PUBLISH) is delivered once.
         bus._on_message(bus_message(envelope('{"a":["news","theirs"]}', extra=1)))
         bus._on_message(bus_message(envelope('{"c":"room","a":["news","room"]}', number=2).decode()))
-        assert await listener.wait_for(2) == [("", ("theirs",)), ("room", ("room",))]
+        # Frames batched in one message are delivered in order.
+        batch = ['{"a":["news","b1"]}', '{"c":"room","a":["news","b2"]}', '{"a":["news","b3"]}']
+        bus._on_message(bus_message(envelope(batch, number=3)))
+        assert await listener.wait_for(5) == [
+            ("", ("theirs",)),
+            ("room", ("room",)),
+            ("", ("b1",)),
+            ("room", ("b2",)),
+            ("", ("b3",)),
+        ]
         await settle(listener)
-        assert len(listener.seen) == 2
+        assert len(listener.seen) == 5
     stats = bus.statistics()
-    assert (stats.malformed, stats.received, stats.published) == (len(HOSTILE) + 1, 2, 0)
+    assert (stats.malformed, stats.received, stats.published) == (len(HOSTILE) + 1, 5, 0)
     dropped = [r for r in caplog.records if "malformed message from the Redis bus" in r.getMessage()]
     assert dropped and all(r.levelno == logging.WARNING for r in dropped)
 
@@ -224,6 +241,8 @@ def test_options_are_checked(redis: Any) -> None:
         redis.RedisBroadcast(prefix="")
     with pytest.raises(ValueError, match="backoff"):
         redis.RedisBroadcast(min_backoff=2, max_backoff=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        redis.RedisBroadcast(batch_size=0)
 
 
 bound_tests(globals())

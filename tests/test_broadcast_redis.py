@@ -254,4 +254,70 @@ def test_bench_quick_mode_runs(tmp_path: Path) -> None:
     assert "3 ÷ 1 processes" in done.stdout
 
 
+async def test_concurrent_emits_share_publishes_and_keep_their_order(redis_server: RedisServer) -> None:
+    # Two buses in one process stand for two processes: they share the URL and prefix.
+    redis = require_redis_module()
+    prefix = f"burst-{secrets.token_hex(4)}"
+    bus_a = redis.RedisBroadcast(redis_server.url, prefix=prefix)
+    bus_b = redis.RedisBroadcast(redis_server.url, prefix=prefix)
+    server_a = wsw.Server(heartbeat_interval=None, broadcast=bus_a)
+    server_b = wsw.Server(heartbeat_interval=None, broadcast=bus_b)
+    tasks, each = 20, 100
+    received: dict[int, list[int]] = {task: [] for task in range(tasks)}
+    done = trio.Event()
+
+    def news(task: int, i: int) -> None:
+        received[task].append(i)
+        if sum(map(len, received.values())) == tasks * each:
+            done.set()
+
+    async def emitter(task: int) -> None:
+        for i in range(each):
+            await server_a.emit("news", task, i)
+
+    with trio.fail_after(TIMEOUT):
+        async with bus_a, bus_b, trio.open_nursery() as nursery:
+            port = await nursery.start(server_b.serve, "127.0.0.1", 0)
+            async with wsw.open_client(f"ws://127.0.0.1:{port}/") as client:
+                client.on("news", news)
+                while not server_b.clients:
+                    await trio.sleep(0.01)
+                async with trio.open_nursery() as emitters:
+                    for task in range(tasks):
+                        emitters.start_soon(emitter, task)
+                # every emit has returned: its frame is published
+                assert bus_a.statistics().published == tasks * each
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    assert all(received[task] == list(range(each)) for task in range(tasks))
+    assert bus_a._number < tasks * each / 4  # frames emitted together shared PUBLISHes
+    assert bus_a.statistics().publish_failures == 0
+    assert bus_b.statistics().received == tasks * each
+
+
+async def test_a_full_outbox_waits_then_reports(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = require_redis_module()
+    bus = redis.RedisBroadcast(redis_server.url, outbox_size=4, batch_size=2, publish_timeout=0.5)
+    server = wsw.Server(heartbeat_interval=None, broadcast=bus)
+    assert redis_server.process is not None
+    with trio.fail_after(TIMEOUT):
+        async with bus:
+            assert bus.healthy
+            redis_server.process.send_signal(signal.SIGSTOP)  # Redis stops answering
+            try:
+                async with trio.open_nursery() as emitters:
+                    for i in range(12):
+                        emitters.start_soon(server.emit, "news", i)
+            finally:
+                redis_server.process.send_signal(signal.SIGCONT)
+            # 2 frames in the hung PUBLISH, 4 in the outbox, 6 emits waiting for room: all
+            # reported, none lost silently, and every emit returned
+            stats = bus.statistics()
+            assert (stats.published, stats.publish_failures) == (12, 12)
+            assert not bus.healthy
+    assert any("not keeping up" in r.getMessage() for r in caplog.records)
+
+
 bound_tests(globals())

@@ -2,8 +2,10 @@
 
 Every process runs its servers with the same :class:`RedisBroadcast` settings (URL and
 prefix). ``server.emit`` and ``server.of(name).emit`` deliver to this process's clients at
-once, then publish the encoded frame once on the Redis channel ``<prefix>:broadcast``; every
-other process delivers it to its own clients. Redis pub/sub is at-most-once: a process that is
+once and hand the encoded frame to a bounded outbox; one publisher task sends what the outbox
+holds, all frames emitted meanwhile in one PUBLISH, on the Redis channel
+``<prefix>:broadcast``, and every other process delivers the frames to its own clients, in
+order. Redis pub/sub is at-most-once: a process that is
 disconnected from Redis misses what is published meanwhile.
 
 The Redis client is coredis, which runs on anyio and therefore natively under ``trio.run``.
@@ -55,22 +57,31 @@ class RedisBroadcast(LocalBroadcast):
         async with bus:
             await server.serve("0.0.0.0", 8080)
 
-    A bus message is JSON: ``{"v": 1, "o": origin, "n": number, "f": frame}``. ``origin`` is
-    this backend's random :attr:`origin`: a process skips the messages it published itself,
-    which it has already delivered. ``number`` counts this backend's messages: with the origin
-    it identifies a message, so that one published twice (coredis retries a PUBLISH whose
-    connection broke, and the first attempt may have gone through) is delivered once; the last
-    4096 are remembered. ``frame`` is the ws-wrapper frame text as encoded by ``emit``, so no
-    process encodes the event again. A received message that is not valid JSON of that
-    shape, is larger than ``max_message_size`` bytes, or whose frame is not a ws-wrapper event,
-    is dropped with a rate-limited warning and counted in :meth:`statistics`.
+    A bus message is JSON: ``{"v": 1, "o": origin, "n": number, "f": [frame, ...]}``.
+    ``origin`` is this backend's random :attr:`origin`: a process skips the messages it
+    published itself, whose frames it has already delivered. ``number`` counts this backend's
+    messages: with the origin it identifies a message, so that one published twice (coredis
+    retries a PUBLISH whose connection broke, and the first attempt may have gone through) is
+    delivered once; the last 4096 are remembered. ``f`` lists the ws-wrapper frames, as
+    encoded by ``emit``, in the order they were emitted: as many as the outbox held when the
+    publisher took them (at most ``batch_size``, and within ``max_message_size``), so a burst of
+    emits costs a few PUBLISHes, not one each, and no process encodes an event again. A
+    received message that is not valid JSON of that shape, is larger than
+    ``max_message_size`` bytes, or holds a frame that is not a ws-wrapper event, is dropped
+    whole with a rate-limited warning and counted in :meth:`statistics`.
 
+    ``emit`` returns once the PUBLISH carrying its frame is done: a task emitting in a loop
+    publishes a frame per round trip to Redis, while emits from many tasks at once share
+    PUBLISHes. When the outbox is full (``outbox_size`` frames), ``emit`` waits for room at
+    most ``publish_timeout`` seconds, then reports the frame as not published.
     While Redis is unreachable, ``emit`` still delivers locally, and the failure is reported: a
-    rate-limited warning, ``publish_failures`` in :meth:`statistics`, :attr:`healthy` false and
-    :attr:`last_error` set. ``emit``'s return value lists local client failures only. The
-    subscriber reconnects with jittered exponential backoff (``min_backoff`` doubling up to
-    ``max_backoff`` seconds) and resubscribes; a failed publish makes it reconnect too, and no
-    publish is attempted until it has, so a down bus costs ``emit`` no waiting.
+    rate-limited warning, ``publish_failures`` (frames) in :meth:`statistics`, :attr:`healthy`
+    false and :attr:`last_error` set. ``emit``'s return value lists local client failures
+    only. The subscriber reconnects with jittered exponential backoff (``min_backoff`` doubling
+    up to ``max_backoff`` seconds) and resubscribes; a failed PUBLISH drops the frames in the
+    outbox (reported) and makes it reconnect too, and nothing is published until it has. On
+    leaving the ``async with`` block, frames still in the outbox are published first, within
+    ``publish_timeout``.
 
     Frames from other processes go straight to each client's bounded send queue without
     waiting: a client that cannot keep up misses them (counted as ``missed``), as with a local
@@ -88,12 +99,28 @@ class RedisBroadcast(LocalBroadcast):
         min_backoff: float = 0.1,
         max_backoff: float = 10.0,
         max_message_size: int = 4 * 1024 * 1024,
+        outbox_size: int = 1024,
+        batch_size: int = 256,
     ) -> None:
         super().__init__()
         if not prefix:
             raise ValueError("prefix must not be empty")
         if publish_timeout <= 0 or min_backoff <= 0 or max_backoff < min_backoff:
             raise ValueError("publish_timeout and min_backoff must be > 0, max_backoff >= min_backoff")
+        if outbox_size < 1 or batch_size < 1:
+            raise ValueError("outbox_size and batch_size must be at least 1")
+        self._outbox_size = outbox_size
+        self._batch_size = batch_size
+        #: Frames waiting for the publisher task, already JSON-encoded as strings.
+        self._outbox: deque[str] = deque()
+        self._outbox_ready = trio.lowlevel.ParkingLot()
+        #: Frames put in the outbox, and of those, the ones published or reported as failed.
+        self._queued = 0
+        self._settled = 0
+        #: Emitters waiting for their frame to settle, or for room in the outbox.
+        self._progress = trio.lowlevel.ParkingLot()
+        #: The publisher task is waiting for a PUBLISH.
+        self._sending = False
         self._url = url
         self._channel = f"{prefix}:broadcast"
         self._origin = secrets.token_hex(8)
@@ -176,11 +203,16 @@ class RedisBroadcast(LocalBroadcast):
             async with redis, trio.open_nursery() as nursery:
                 self._redis = redis
                 await nursery.start(self._subscribe_forever)
+                nursery.start_soon(self._publish_forever)
                 self._running = True
                 try:
                     yield self
+                    with trio.move_on_after(self._publish_timeout):
+                        while (self._outbox or self._sending) and self._subscribed:
+                            await self._progress.park()
                 finally:
                     self._running = False
+                    self._drop_outbox(ConnectionError("the Redis broadcast was closed"))
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise _collapse(group) from None
@@ -190,36 +222,90 @@ class RedisBroadcast(LocalBroadcast):
     async def publish(self, frame: str) -> list[tuple[Client, Exception]]:
         """Deliver ``frame`` to this process's clients, then publish it on the bus.
 
-        Waits at most ``publish_timeout`` seconds for Redis, and not at all while the bus is
-        known to be down. A failure to publish is reported (see the class), never raised.
-        Cancellation while waiting for Redis leaves the frame delivered locally and maybe
-        published.
+        Returns once the PUBLISH that carries the frame is done (frames emitted meanwhile by
+        other tasks share it), or failed and was reported; not waiting at all while the bus
+        is known to be down. A failure to publish is reported (see the class), never raised.
+        Cancellation while waiting leaves the frame delivered locally and maybe published.
         """
         self._published += 1
         failures = self.deliver(frame)
-        redis = self._redis
-        if not self._running or redis is None:
+        if not self._running or self._redis is None:
             self._publish_failed(RuntimeError("the Redis broadcast is not running (use `async with`)"))
         elif not self._subscribed:
             self._publish_failed(self._last_error or ConnectionError("not connected to Redis"))
         else:
-            self._number += 1
-            message = f'{{"v":{BUS_VERSION},"o":"{self._origin}","n":{self._number},"f":{json.dumps(frame)}}}'
-            try:
-                with trio.fail_after(self._publish_timeout):
-                    await redis.publish(self._channel, message)
-            except Exception as exc:
-                self._publish_failed(exc)
-                self._subscribed = False
-                if self._subscription is not None:
-                    self._subscription.cancel()  # reconnect before publishing again
-            else:
-                return failures
+            if len(self._outbox) >= self._outbox_size:
+                with trio.move_on_after(self._publish_timeout):
+                    while len(self._outbox) >= self._outbox_size and self._subscribed:
+                        await self._progress.park()
+                if len(self._outbox) >= self._outbox_size or not self._subscribed:
+                    self._publish_failed(
+                        TimeoutError("the Redis bus is not keeping up (the outbox stayed full)")
+                    )
+                    return failures
+            self._outbox.append(json.dumps(frame))
+            self._queued += 1
+            mine = self._queued
+            self._outbox_ready.unpark()
+            while self._settled < mine:
+                await self._progress.park()
+            return failures
         await trio.lowlevel.checkpoint()
         return failures
 
-    def _publish_failed(self, exc: Exception) -> None:
-        self._publish_failures += 1
+    async def _publish_forever(self) -> None:
+        """Publish what the outbox holds, in order, several frames to a message."""
+        assert self._redis is not None
+        outbox = self._outbox
+        prefix = f'{{"v":{BUS_VERSION},"o":"{self._origin}","n":'
+        while True:
+            while not outbox:
+                await self._outbox_ready.park()
+            batch: list[str] = []
+            size = len(prefix) + 32
+            while outbox and len(batch) < self._batch_size:
+                grown = size + len(outbox[0]) + 1
+                if batch and grown > self._max_message_size:
+                    break
+                size = grown
+                batch.append(outbox.popleft())
+            self._progress.unpark_all()  # room in the outbox
+            if size > self._max_message_size:
+                self._settle(len(batch))
+                self._publish_failed(ValueError("a broadcast frame is larger than max_message_size"))
+                continue
+            self._number += 1
+            message = f'{prefix}{self._number},"f":[{",".join(batch)}]}}'
+            self._sending = True
+            try:
+                with trio.fail_after(self._publish_timeout):
+                    await self._redis.publish(self._channel, message)
+            except Exception as exc:
+                self._publish_failed(exc, len(batch))
+                self._drop_outbox(exc)
+                self._subscribed = False
+                if self._subscription is not None:
+                    self._subscription.cancel()  # reconnect before publishing again
+            finally:
+                self._sending = False
+                self._settle(len(batch))
+
+    def _drop_outbox(self, exc: Exception) -> None:
+        """Report the frames still in the outbox as not published, and forget them."""
+        dropped = len(self._outbox)
+        if dropped:
+            self._publish_failed(exc, dropped)
+            self._outbox.clear()
+        self._settle(dropped)
+
+    def _settle(self, frames: int) -> None:
+        """The next ``frames`` frames of the outbox are published or reported: wake their
+        emitters, and those waiting for room."""
+        self._settled += frames
+        self._progress.unpark_all()
+
+    def _publish_failed(self, exc: Exception, frames: int = 1) -> None:
+        self._publish_failures += frames
         self._last_error = exc
         logger.warning("broadcast delivered locally but not published to Redis: %r", exc)
 
@@ -275,9 +361,15 @@ class RedisBroadcast(LocalBroadcast):
         if type(envelope) is not dict or envelope.get("v") != BUS_VERSION:
             self._drop("not a version-1 envelope")
             return
-        origin, number, frame = envelope.get("o"), envelope.get("n"), envelope.get("f")
-        if type(origin) is not str or type(number) is not int or type(frame) is not str:
-            self._drop("origin, number or frame of the wrong type")
+        origin, number, frames = envelope.get("o"), envelope.get("n"), envelope.get("f")
+        if (
+            type(origin) is not str
+            or type(number) is not int
+            or type(frames) is not list
+            or not frames
+            or any(type(frame) is not str for frame in frames)
+        ):
+            self._drop("origin, number or frames of the wrong type")
             return
         if origin == self._origin:
             return  # published here, and delivered when it was
@@ -285,24 +377,27 @@ class RedisBroadcast(LocalBroadcast):
         if key in self._recent_set:
             logger.debug("dropped a duplicate broadcast %r from the Redis bus", key)
             return
-        event = proto.decode(frame)
-        if (
-            type(event) is not proto.Incoming
-            or event.id is not None
-            or event.anon is not None
-            or not (event.channel is None or type(event.channel) is str)
-            or event.is_reserved
-        ):
-            self._drop("the frame is not a ws-wrapper event")
-            return
+        for frame in frames:
+            event = proto.decode(frame)
+            if (
+                type(event) is not proto.Incoming
+                or event.id is not None
+                or event.anon is not None
+                or not (event.channel is None or type(event.channel) is str)
+                or event.is_reserved
+            ):
+                self._drop("a frame is not a ws-wrapper event")
+                return
         self._recent.append(key)
         self._recent_set.add(key)
         if len(self._recent) > RECENT:
             self._recent_set.discard(self._recent.popleft())
-        self._received += 1
-        missed = self.deliver(frame)
+        missed = 0
+        for frame in frames:
+            self._received += 1
+            missed += len(self.deliver(frame))
         if missed:
-            logger.info("%d clients missed a broadcast from another process", len(missed))
+            logger.info("%d deliveries of broadcasts from another process were missed", missed)
 
     def _drop(self, reason: str) -> None:
         self._malformed += 1
