@@ -538,15 +538,21 @@ class Client(Registry, UsesMiddleware):
                 frame = await queue.get()
                 # A frame cut in half would corrupt the stream, so stopping the generation lets
                 # the current write finish, within the close timeout (_stop sets the deadline);
-                # a transport whose write is cut anyway can only drop the connection.
+                # a transport whose write is cut anyway can only drop the connection. Frames
+                # already waiting are written under the same shield.
                 with trio.CancelScope(shield=True) as gen.write_scope:
-                    if frame is None:
-                        await transport.flush()  # type: ignore[attr-defined]
-                    else:
-                        await transport.send(frame)
+                    while True:
+                        if frame is None:
+                            await transport.flush()  # type: ignore[attr-defined]
+                        else:
+                            await transport.send(frame)
+                        if gen.outcome is not None:
+                            return
+                        try:
+                            frame = queue.get_nowait()
+                        except trio.WouldBlock:
+                            break
                 gen.write_scope = None
-                if gen.outcome is not None:
-                    return
         except ConnectionClosed:
             return  # the generation is stopping; unsent frames are discarded (§12.3)
         except TransportClosed as closed:

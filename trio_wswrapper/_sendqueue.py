@@ -133,6 +133,22 @@ class SendQueue:
             start, self.start_writer = self.start_writer, None
             start()
 
+    def get_nowait(self) -> str | None:
+        """Like :meth:`get` when something waits for the writer; else raise ``trio.WouldBlock``."""
+        if self._flush:
+            self._flush = False
+            self._writing = True
+            return None
+        if not self._frames:
+            if self.closed is not None:
+                raise self.closed
+            raise trio.WouldBlock
+        frame = self._frames.pop(0)
+        self._writing = True
+        if self._senders and len(self._frames) < self._limit:
+            self._senders.unpark()
+        return frame
+
     async def get(self) -> str | None:
         """The next frame for the writer, or None when it must flush a direct write's rest.
 
