@@ -111,3 +111,33 @@ async def test_fast_parser_refuses_non_minimal_lengths_like_wsproto(data: bytes)
         ours = await transport_result(data + client_frame_bytes("text", b"after"), [])
     assert ours == reference(data + client_frame_bytes("text", b"after"))
     assert ours[1] == 1002
+
+
+# -- max_message_size counts characters for text (PROTOCOL.md: "in characters for text") -----
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["whole", "fragmented"])
+async def test_text_size_limit_counts_characters_not_bytes(fragmented: bool) -> None:
+    text = "€" * (LIMIT - 10)  # within the limit in characters, three times over it in bytes
+    payload = text.encode()
+    if fragmented:
+        half = len(payload) // 2 // 3 * 3
+        data = client_frame_bytes("text", payload[:half], fin=False) + client_frame_bytes(
+            "text", payload[half:], opcode=0
+        )
+    else:
+        data = client_frame_bytes("text", payload)
+    data += client_frame_bytes("text", b"after")
+    with trio.fail_after(TIMEOUT):
+        ours = await transport_result(data, [])
+    assert ours == ([text, "after"], 1006)
+    assert ours == reference(data)
+
+
+async def test_text_size_limit_still_refuses_too_many_characters() -> None:
+    data = client_frame_bytes("text", b"a" * (LIMIT + 1))
+    with trio.fail_after(TIMEOUT):
+        assert await transport_result(data, []) == ([], 1009)
+    data = client_frame_bytes("text", ("é" * (LIMIT + 1)).encode())
+    with trio.fail_after(TIMEOUT):
+        assert await transport_result(data, []) == ([], 1009)
