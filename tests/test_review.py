@@ -141,3 +141,24 @@ async def test_text_size_limit_still_refuses_too_many_characters() -> None:
     data = client_frame_bytes("text", ("é" * (LIMIT + 1)).encode())
     with trio.fail_after(TIMEOUT):
         assert await transport_result(data, []) == ([], 1009)
+
+
+# -- a handshake that times out is dropped quietly -------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["wsproto", "trio-websocket"])
+async def test_silent_peer_is_dropped_without_an_error(transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from functools import partial
+
+    server = wsw.Server(heartbeat_interval=None, connect_timeout=0.2)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(server.serve, "127.0.0.1", 0, transport=transport))
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                # say nothing: the server gives up after connect_timeout and closes
+                assert await stream.receive_some(100) == b""
+            nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage() + repr(errors[0].exc_info)
