@@ -754,7 +754,9 @@ class Client(Registry, UsesMiddleware):
             active = gen.active[rid] = _Active(rid, gen)
         plain = handler.kind == "sync" and self._options.handler_context is None
         if plain and not self._middleware_chain(msg):
-            self._invoke_inline(gen, handler, msg, active)
+            # In a copy of the reader's context, as a handler task would run: what the
+            # handler sets there (its own ContextVars) must not reach later handlers.
+            contextvars.copy_context().run(self._invoke_inline, gen, handler, msg, active)
             return
         gen.running += 1
         gen.nursery.start_soon(self._invoke, gen, handler, msg, active)
@@ -764,36 +766,38 @@ class Client(Registry, UsesMiddleware):
     ) -> None:
         """Call a plain function handler from the reader task: no task to start, no switch.
 
-        Such a handler cannot wait, so nothing could cancel it part-way anyway. If it returns
-        an awaitable after all, a handler task awaits it as for an ``async def`` handler.
+        Runs in a copy of the reader's context (the caller's ``Context.run``), as a handler
+        task would. Such a handler cannot wait, so nothing could cancel it part-way anyway. If
+        it returns an awaitable after all, a handler task awaits it as for an ``async def``
+        handler. Whatever fails, the handler's or the answer's encoding, is answered or logged
+        as in a handler task: it never reaches the reader.
         """
-        client_token = _current_client.set(self)
-        request_token = _current_request.set(active)
+        _current_client.set(self)
+        _current_request.set(active)
+        frame: str | None = None
         try:
-            try:
-                args = msg.args if handler.bind is None else handler.bind(msg.args)
-                result = handler.fn(*args)
-            except Exception as exc:
-                if active is None:
-                    if isinstance(exc, ArgumentError):
-                        logger.warning("%r: dropped event %r: %s", self, msg.name, exc)
-                    else:
-                        logger.exception("handler for event %r failed", msg.name)
-                    return
-                logger.debug("handler for request %r failed: %r", msg.name, exc)
-                frame = self._failure_frame(active, exc)
-            else:
-                if hasattr(result, "__await__"):
-                    gen.running += 1
-                    gen.nursery.start_soon(self._await_result, gen, result, msg, active)
-                    return
-                if active is None:
-                    return
+            args = msg.args if handler.bind is None else handler.bind(msg.args)
+            result = handler.fn(*args)
+            awaitable = hasattr(result, "__await__")
+            if not awaitable and active is not None:
                 frame = self._answer_frame(active, result)
-            self._commit(gen, active, frame)
-        finally:
-            _current_request.reset(request_token)
-            _current_client.reset(client_token)
+        except Exception as exc:
+            if active is None:
+                if isinstance(exc, ArgumentError):
+                    logger.warning("%r: dropped event %r: %s", self, msg.name, exc)
+                else:
+                    logger.exception("handler for event %r failed", msg.name)
+                return
+            logger.debug("handler for request %r failed: %r", msg.name, exc)
+            frame = self._failure_frame(active, exc)
+        else:
+            if awaitable:
+                gen.running += 1
+                gen.nursery.start_soon(self._await_result, gen, result, msg, active)
+                return
+            if active is None:
+                return
+        self._commit(gen, active, frame)
 
     async def _await_result(
         self, gen: _Generation, result: Any, msg: Incoming, active: _Active | None

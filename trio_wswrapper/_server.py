@@ -319,6 +319,7 @@ class Server(Registry, UsesMiddleware):
         self, stream: trio.abc.Stream, name: TransportName, nursery: trio.Nursery | None
     ) -> None:
         """Run the opening handshake on ``stream``, then serve the connection if it opened."""
+        opened = None  # stays None when the handshake times out
         with trio.move_on_after(self._connect_timeout):
             opened = await self._open(stream, name, nursery)
         if opened is not None:

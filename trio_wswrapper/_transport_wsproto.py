@@ -332,16 +332,21 @@ class WsprotoTransport:
             b1 = buf[pos + 1]
             length = b1 & 0x7F
             head = 2
+            # The length in the fewest bytes, and a 64-bit one with its top bit clear (§5.2);
+            # wsproto fails the connection (1002) for any other encoding.
+            canonical = True
             if length == 126:
                 if end - pos < 4:
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
                 head = 4
+                canonical = length >= 126
             elif length == 127:
                 if end - pos < 10:
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 head = 10
+                canonical = 65536 <= length < 1 << 63
             masked = b1 & 0x80
             if masked:
                 head += 4
@@ -349,12 +354,15 @@ class WsprotoTransport:
             # No RSV bits (no extension is ever negotiated); clients mask, servers do not (§5.1);
             # a continuation frame exactly when a fragmented message is in progress.
             data_frame = (
-                not b0 & 0x70
+                canonical
+                and not b0 & 0x70
                 and (not masked) is self._client
                 and opcode < 3
                 and (opcode == 0) is self._fragmented
             )
-            if data_frame and length > self.max_message_size:
+            # The limit counts characters for text (PROTOCOL.md), and a character takes at
+            # most 4 bytes of UTF-8: only a binary frame can be refused on its length alone.
+            if data_frame and length > (self.max_message_size if opcode == 2 else 4 * self.max_message_size):
                 events.append(_TOO_BIG)
                 pos = end
                 break
@@ -378,10 +386,15 @@ class WsprotoTransport:
                 payload = _apply_mask(payload, buf[pos + head - 4 : pos + head])
             if opcode == 1:
                 try:
-                    events.append(payload.decode())
+                    text = payload.decode()
                 except UnicodeDecodeError:
                     self._to_wsproto = total  # wsproto fails it with 1007, as it should
                     continue
+                if length > self.max_message_size and len(text) > self.max_message_size:
+                    events.append(_TOO_BIG)
+                    pos = end
+                    break
+                events.append(text)
             else:
                 events.append(bytes(payload))
             pos += total
