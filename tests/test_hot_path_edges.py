@@ -1,10 +1,13 @@
-"""Review of the hot-path work: regressions found in the fast paths."""
+"""Edge cases of the fast paths that a review found broken: text limits counted in characters,
+handler context isolation, answers the codec cannot encode, non-minimal frame lengths, and a
+silent peer at the handshake."""
 
 from __future__ import annotations
 
 import contextvars
-import math
+import logging
 import struct
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,9 +17,16 @@ import trio.testing
 import trio_wswrapper as wsw
 from trio_wswrapper import _protocol as proto
 
-from .test_hot_path import LIMIT, client_frame_bytes, connected, kind, reference, transport_result  # noqa: F401
+from .bounded import bound_tests
+from .test_hot_path import LIMIT, client_frame_bytes, connected, reference, transport_result
 
 TIMEOUT = 10
+
+
+@pytest.fixture(params=["memory", "loopback"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
 
 # -- inline plain handlers must behave as handlers run in their own task ----------------------
 
@@ -147,10 +157,9 @@ async def test_text_size_limit_still_refuses_too_many_characters() -> None:
 
 
 @pytest.mark.parametrize("transport", ["wsproto", "trio-websocket"])
-async def test_silent_peer_is_dropped_without_an_error(transport: str, caplog: pytest.LogCaptureFixture) -> None:
-    import logging
-    from functools import partial
-
+async def test_silent_peer_is_dropped_without_an_error(
+    transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
     server = wsw.Server(heartbeat_interval=None, connect_timeout=0.2)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
@@ -162,3 +171,6 @@ async def test_silent_peer_is_dropped_without_an_error(transport: str, caplog: p
             nursery.cancel_scope.cancel()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[0].getMessage() + repr(errors[0].exc_info)
+
+
+bound_tests(globals())
