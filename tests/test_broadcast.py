@@ -104,9 +104,9 @@ async def test_a_custom_backend_gets_each_frame_once() -> None:
         def attach(self, server: wsw.Server) -> None:
             self.servers.append(server)
 
-        async def publish(self, frame: str) -> list[tuple[wsw.Client, Exception]]:
+        async def publish(self, frame: str, group: str | None = None) -> list[tuple[wsw.Client, Exception]]:
             self.frames.append(frame)
-            return [failure for server in self.servers for failure in server._broadcast(frame)]
+            return [failure for server in self.servers for failure in server._broadcast(frame, group)]
 
     backend = Recorder()
     server = wsw.Server(heartbeat_interval=None, broadcast=backend)

@@ -296,6 +296,31 @@ async def test_concurrent_emits_share_publishes_and_keep_their_order(redis_serve
     assert bus_b.statistics().received == tasks * each
 
 
+async def test_group_emits_reach_members_in_other_processes_only(redis_server: RedisServer) -> None:
+    redis = require_redis_module()
+    prefix = f"group-{secrets.token_hex(4)}"
+    bus_a = redis.RedisBroadcast(redis_server.url, prefix=prefix)
+    bus_b = redis.RedisBroadcast(redis_server.url, prefix=prefix)
+    server_a = wsw.Server(heartbeat_interval=None, broadcast=bus_a)
+    server_b = wsw.Server(heartbeat_interval=None, broadcast=bus_b)
+    server_b.on("join", lambda name: server_b.group(name).add(wsw.current_client()))
+    seen: dict[str, list[Any]] = {"member": [], "other": []}
+    with trio.fail_after(TIMEOUT):
+        async with bus_a, bus_b, trio.open_nursery() as nursery:
+            port = await nursery.start(server_b.serve, "127.0.0.1", 0)
+            url = f"ws://127.0.0.1:{port}/"
+            async with wsw.open_client(url) as member, wsw.open_client(url) as other:
+                member.on("news", seen["member"].append)
+                other.on("news", seen["other"].append)
+                await member.request("join", "team")
+                await server_a.group("team").emit("news", "team only")  # no member in A
+                await server_a.emit("news", "everyone")
+                while len(seen["other"]) < 1 or len(seen["member"]) < 2:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert seen == {"member": ["team only", "everyone"], "other": ["everyone"]}
+
+
 async def test_a_full_outbox_waits_then_reports(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

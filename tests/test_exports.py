@@ -24,6 +24,7 @@ EXPECTED_ALL = [
     "ConnectionClosed",
     "ConnectionRejected",
     "ErrorPayload",
+    "Group",
     "Handshake",
     "JsonCodec",
     "Limits",

@@ -25,7 +25,7 @@ from ._handlers import iterable_handler
 from ._handshake import Handshake, Reject
 from ._middleware import MessageInfo
 from ._protocol import Codec, ErrorPayload, JsonCodec, Limits
-from ._server import Server, ServerChannel, ServerStatistics
+from ._server import Group, Server, ServerChannel, ServerStatistics
 from ._transport import (
     MemoryTransport,
     Transport,
@@ -51,6 +51,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionRejected",
     "ErrorPayload",
+    "Group",
     "Handshake",
     "JsonCodec",
     "Limits",

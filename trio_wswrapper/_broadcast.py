@@ -27,14 +27,15 @@ class BroadcastBackend(Protocol):
     """What ``Server(broadcast=...)`` accepts.
 
     ``attach`` is called once by each server constructed with the backend. ``publish`` is
-    awaited by ``server.emit`` and ``server.of(name).emit`` with the frame encoded once; it
-    returns the local clients that missed it (the :meth:`Server.emit` failures). Failures to
-    reach other processes are not client failures: a backend reports them its own way.
+    awaited by ``server.emit``, ``server.of(name).emit`` and ``server.group(name).emit`` with
+    the frame encoded once, and ``group`` set for a group's; it returns the local clients that
+    missed it (the :meth:`Server.emit` failures). Failures to reach other processes are not
+    client failures: a backend reports them its own way.
     """
 
     def attach(self, server: Server) -> None: ...
 
-    async def publish(self, frame: str) -> list[tuple[Client, Exception]]: ...
+    async def publish(self, frame: str, group: str | None = None) -> list[tuple[Client, Exception]]: ...
 
 
 @attrs.frozen
@@ -80,17 +81,18 @@ class LocalBroadcast:
         """The attached servers that are still alive."""
         return list(self._servers)
 
-    async def publish(self, frame: str) -> list[tuple[Client, Exception]]:
-        """Put ``frame`` on the send queue of every client of every attached server."""
+    async def publish(self, frame: str, group: str | None = None) -> list[tuple[Client, Exception]]:
+        """Put ``frame`` on the send queue of every client (or ``group`` member) of every
+        attached server."""
         await trio.lowlevel.checkpoint()
         self._published += 1
-        return self.deliver(frame)
+        return self.deliver(frame, group)
 
-    def deliver(self, frame: str) -> list[tuple[Client, Exception]]:
+    def deliver(self, frame: str, group: str | None = None) -> list[tuple[Client, Exception]]:
         """Local delivery to every attached server, without waiting; returns who missed it."""
         failures: list[tuple[Client, Exception]] = []
         for server in self._servers:
-            failures.extend(server._broadcast(frame))
+            failures.extend(server._broadcast(frame, group))
         self._missed += len(failures)
         return failures
 

@@ -29,7 +29,7 @@ from ._transports import TransportName, accept_stream, check_transport
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Server", "ServerChannel", "ServerStatistics"]
+__all__ = ["Group", "Server", "ServerChannel", "ServerStatistics"]
 
 logger = logging.getLogger("trio_wswrapper")
 
@@ -69,6 +69,61 @@ class ServerChannel(Registry, UsesMiddleware):
 
     def __repr__(self) -> str:
         return f"<trio_wswrapper.ServerChannel {self.name!r}>"
+
+
+class Group:
+    """A named group of clients, across every server that shares a broadcast backend.
+
+    ``server.group(name)`` gives it. Add this server's clients to it; :meth:`emit` reaches the
+    members connected to every server the ``broadcast=`` backend links (all processes on a
+    Redis bus), and no one else: a room, or every connection of one user. A client leaves
+    every group when it disconnects. Groups hold no state of their own besides their
+    members here, so they cost nothing once empty.
+    """
+
+    def __init__(self, server: Server, name: str) -> None:
+        self._server = server
+        self.name = name
+
+    def add(self, client: Client) -> None:
+        """Make ``client``, connected to this server, a member (again: no effect)."""
+        server = self._server
+        if client not in server._clients:
+            raise ValueError(f"{client!r} is not connected to this server")
+        server._groups.setdefault(self.name, {})[client] = None
+        server._memberships.setdefault(client, set()).add(self.name)
+
+    def discard(self, client: Client) -> None:
+        """Remove ``client`` from the group, if it is a member."""
+        self._server._leave(client, self.name)
+
+    @property
+    def clients(self) -> list[Client]:
+        """The members connected to this server, in the order they joined."""
+        return list(self._server._groups.get(self.name, ()))
+
+    def __contains__(self, client: object) -> bool:
+        return client in self._server._groups.get(self.name, ())
+
+    def __len__(self) -> int:
+        return len(self._server._groups.get(self.name, ()))
+
+    async def emit(self, name: str, *args: Any, channel: str | None = None) -> BroadcastFailures:
+        """Send event ``name`` to every member, on the named ``channel`` or the root channel.
+
+        As :meth:`Server.emit`: encoded once, never waiting for a slow member; returns this
+        server's members that missed it.
+        """
+        if channel is None:
+            proto.check_event_name(name, root=True)
+        else:
+            proto.check_channel_name(channel)
+            proto.check_event_name(name, root=False)
+        frame = proto.encode_event(name, args, channel=channel, codec=self._server._codec)
+        return await self._server._bus.publish(frame, group=self.name)
+
+    def __repr__(self) -> str:
+        return f"<trio_wswrapper.Group {self.name!r} ({len(self)} here)>"
 
 
 @attrs.frozen
@@ -142,6 +197,9 @@ class Server(Registry, UsesMiddleware):
         self._lifecycle = new_lifecycle()
         self._named: dict[str, ServerChannel] = {}
         self._clients: dict[Client, None] = {}
+        #: Group name -> members here (in joining order); client -> the groups it is in.
+        self._groups: dict[str, dict[Client, None]] = {}
+        self._memberships: dict[Client, set[str]] = {}
         self._serving: set[trio.CancelScope] = set()
         self._closing = False
         self._bus: BroadcastBackend = LocalBroadcast() if broadcast is None else broadcast
@@ -175,6 +233,24 @@ class Server(Registry, UsesMiddleware):
             channel = self._named[name] = ServerChannel(self, name)
         return channel
 
+    def group(self, name: str) -> Group:
+        """The group ``name``: members added here, reached across servers (see :class:`Group`)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a group name is a non-empty string")
+        return Group(self, name)
+
+    def _leave(self, client: Client, name: str) -> None:
+        members = self._groups.get(name)
+        if members is not None:
+            members.pop(client, None)
+            if not members:
+                del self._groups[name]
+        joined = self._memberships.get(client)
+        if joined is not None:
+            joined.discard(name)
+            if not joined:
+                del self._memberships[client]
+
     async def emit(self, name: str, *args: Any) -> BroadcastFailures:
         """Broadcast event ``name`` to every connected client on the root channel.
 
@@ -188,9 +264,13 @@ class Server(Registry, UsesMiddleware):
         frame = proto.encode_event(name, args, codec=self._codec)
         return await self._bus.publish(frame)
 
-    def _broadcast(self, frame: str) -> BroadcastFailures:
+    def _broadcast(self, frame: str, group: str | None = None) -> BroadcastFailures:
+        """Put ``frame`` on the send queue of every client here, or every member of ``group``."""
         failures: BroadcastFailures = []
-        for client in list(self._clients):
+        clients = self._clients if group is None else self._groups.get(group)
+        if not clients:
+            return failures
+        for client in list(clients):
             gen = client._gen
             try:
                 if gen is None or gen.close_sent is not None:
@@ -232,6 +312,8 @@ class Server(Registry, UsesMiddleware):
             raise _collapse(group) from None
         finally:
             self._clients.pop(client, None)
+            for name in list(self._memberships.get(client, ())):
+                self._leave(client, name)
 
     async def serve(
         self,

@@ -57,7 +57,9 @@ class RedisBroadcast(LocalBroadcast):
         async with bus:
             await server.serve("0.0.0.0", 8080)
 
-    A bus message is JSON: ``{"v": 1, "o": origin, "n": number, "f": [frame, ...]}``.
+    A bus message is JSON: ``{"v": 1, "o": origin, "n": number, "f": [entry, ...]}``, each
+    entry a frame for every client, or ``[group, frame]`` for the members of a
+    :class:`~trio_wswrapper.Group`.
     ``origin`` is this backend's random :attr:`origin`: a process skips the messages it
     published itself, whose frames it has already delivered. ``number`` counts this backend's
     messages: with the origin it identifies a message, so that one published twice (coredis
@@ -219,7 +221,7 @@ class RedisBroadcast(LocalBroadcast):
         finally:
             self._redis = None
 
-    async def publish(self, frame: str) -> list[tuple[Client, Exception]]:
+    async def publish(self, frame: str, group: str | None = None) -> list[tuple[Client, Exception]]:
         """Deliver ``frame`` to this process's clients, then publish it on the bus.
 
         Returns once the PUBLISH that carries the frame is done (frames emitted meanwhile by
@@ -228,7 +230,7 @@ class RedisBroadcast(LocalBroadcast):
         Cancellation while waiting leaves the frame delivered locally and maybe published.
         """
         self._published += 1
-        failures = self.deliver(frame)
+        failures = self.deliver(frame, group)
         if not self._running or self._redis is None:
             self._publish_failed(RuntimeError("the Redis broadcast is not running (use `async with`)"))
         elif not self._subscribed:
@@ -243,7 +245,7 @@ class RedisBroadcast(LocalBroadcast):
                         TimeoutError("the Redis bus is not keeping up (the outbox stayed full)")
                     )
                     return failures
-            self._outbox.append(json.dumps(frame))
+            self._outbox.append(json.dumps(frame if group is None else [group, frame]))
             self._queued += 1
             mine = self._queued
             self._outbox_ready.unpark()
@@ -362,22 +364,25 @@ class RedisBroadcast(LocalBroadcast):
             self._drop("not a version-1 envelope")
             return
         origin, number, frames = envelope.get("o"), envelope.get("n"), envelope.get("f")
-        if (
-            type(origin) is not str
-            or type(number) is not int
-            or type(frames) is not list
-            or not frames
-            or any(type(frame) is not str for frame in frames)
-        ):
+        if type(origin) is not str or type(number) is not int or type(frames) is not list or not frames:
             self._drop("origin, number or frames of the wrong type")
             return
+        entries: list[tuple[str, str | None]] = []
+        for entry in frames:
+            if type(entry) is str:
+                entries.append((entry, None))
+            elif type(entry) is list and len(entry) == 2 and type(entry[0]) is str and type(entry[1]) is str:
+                entries.append((entry[1], entry[0]))
+            else:
+                self._drop("a frame entry is neither a frame nor [group, frame]")
+                return
         if origin == self._origin:
             return  # published here, and delivered when it was
         key = (origin, number)
         if key in self._recent_set:
             logger.debug("dropped a duplicate broadcast %r from the Redis bus", key)
             return
-        for frame in frames:
+        for frame, _ in entries:
             event = proto.decode(frame)
             if (
                 type(event) is not proto.Incoming
@@ -393,9 +398,9 @@ class RedisBroadcast(LocalBroadcast):
         if len(self._recent) > RECENT:
             self._recent_set.discard(self._recent.popleft())
         missed = 0
-        for frame in frames:
+        for frame, group in entries:
             self._received += 1
-            missed += len(self.deliver(frame))
+            missed += len(self.deliver(frame, group))
         if missed:
             logger.info("%d deliveries of broadcasts from another process were missed", missed)
 
