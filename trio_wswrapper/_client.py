@@ -792,37 +792,14 @@ class Client(Registry, UsesMiddleware):
             frame = self._failure_frame(active, exc)
         else:
             if awaitable:
+                # Awaited by a handler task, exactly as an ``async def`` handler's result.
                 gen.running += 1
-                gen.nursery.start_soon(self._await_result, gen, result, msg, active)
+                returned = Handler(lambda *_: result, "async")
+                gen.nursery.start_soon(self._invoke, gen, returned, msg, active)
                 return
             if active is None:
                 return
         self._commit(gen, active, frame)
-
-    async def _await_result(
-        self, gen: _Generation, result: Any, msg: Incoming, active: _Active | None
-    ) -> None:
-        """Await what a plain function handler returned (see :meth:`_invoke_inline`)."""
-        _current_client.set(self)
-        try:
-            if active is None:
-                try:
-                    await result
-                except Exception:
-                    logger.exception("handler for event %r failed", msg.name)
-                return
-            _current_request.set(active)
-            with active.scope:
-                try:
-                    frame = self._answer_frame(active, await result)
-                except Exception as exc:
-                    logger.debug("handler for request %r failed: %r", msg.name, exc)
-                    frame = self._failure_frame(active, exc)
-                self._commit(gen, active, frame)
-        except WSWrapperError as exc:
-            logger.debug("%r: handler for %r ended with %r", self, msg.name, exc)
-        finally:
-            gen.running -= 1
 
     @staticmethod
     def _commit(gen: _Generation, active: _Active, frame: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -60,8 +61,7 @@ class SendQueue:
     )
 
     def __init__(self, limit: int, direct: DirectWriter | None = None) -> None:
-        # A list, not a deque: it is nearly always empty, and an empty deque costs 600 bytes.
-        self._frames: list[str] = []
+        self._frames: deque[str] = deque()
         self._direct = direct
         #: A direct write left part of a frame for the writer task.
         self._flush = False
@@ -143,7 +143,7 @@ class SendQueue:
             if self.closed is not None:
                 raise self.closed
             raise trio.WouldBlock
-        frame = self._frames.pop(0)
+        frame = self._frames.popleft()
         self._writing = True
         if self._senders and len(self._frames) < self._limit:
             self._senders.unpark()
@@ -155,26 +155,13 @@ class SendQueue:
         Marks the writer busy until :meth:`get` is called again.
         """
         self._writing = False
-        if self._flush:
-            self._flush = False
-            self._writing = True
-            return None
-        if not self._frames:
-            if self._idle:
-                self._idle.unpark_all()
-            while not self._frames:
-                if self.closed is not None:
-                    raise self.closed
+        while True:
+            try:
+                return self.get_nowait()
+            except trio.WouldBlock:
+                if self._idle:
+                    self._idle.unpark_all()
                 await self._writer.park()
-                if self._flush:
-                    self._flush = False
-                    self._writing = True
-                    return None
-        frame = self._frames.pop(0)
-        self._writing = True
-        if self._senders and len(self._frames) < self._limit:
-            self._senders.unpark()
-        return frame
 
     async def drain(self) -> None:
         """Wait until every queued frame has been written (or the queue is closed)."""

@@ -28,6 +28,7 @@ import re
 import ssl as ssl_module
 import struct
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -85,7 +86,6 @@ class WsprotoTransport:
         *,
         max_message_size: float = math.inf,
         close_timeout: float = 5.0,
-        pending: Sequence[Event] = (),
         received: bytes = b"",
     ) -> None:
         self.stream = stream
@@ -95,10 +95,7 @@ class WsprotoTransport:
         #: How the connection ended, once it has.
         self.closed: TransportClosed | None = None
         self._conn = conn
-        # A list, not a deque: it is nearly always empty, and an empty deque costs 600 bytes.
-        # ``receive`` takes from index ``_taken`` on and empties the list once all are taken.
-        self._events: list[Event | str | bytes | object] = list(pending)
-        self._taken = 0
+        self._events: deque[Event | str | bytes | object] = deque()
         #: Received bytes not parsed yet; they start at a frame boundary.
         self._buf = bytearray()
         #: Bytes of the current frame still to hand to wsproto (see the module docstring).
@@ -234,7 +231,7 @@ class WsprotoTransport:
             raise self.closed
         events = self._events
         checkpointed = False
-        if self._taken < len(events):
+        if events:
             # Like every Trio receive, a checkpoint even when a message is already buffered:
             # tasks woken by the previous message run first. Nothing is consumed before it,
             # so a cancellation here loses nothing.
@@ -243,15 +240,8 @@ class WsprotoTransport:
         self._reading = True
         try:
             while True:
-                while True:
-                    taken = self._taken
-                    if taken == len(events):
-                        if taken:
-                            events.clear()
-                            self._taken = 0
-                        break
-                    event: Any = events[taken]
-                    self._taken = taken + 1
+                while events:
+                    event: Any = events.popleft()
                     kind = type(event)
                     if kind is str or kind is bytes:
                         return event  # type: ignore[no-any-return]
@@ -483,13 +473,13 @@ class WsprotoTransport:
                 self._feed(data)
             except (LocalProtocolError, RemoteProtocolError):
                 return
-            if any(isinstance(event, CloseConnection) for event in self._events[self._taken :]):
+            if any(isinstance(event, CloseConnection) for event in self._events):
                 return
 
     def _peer_closed(self) -> TransportClosed:
         """The peer's close code when its close frame is already read but not yet handled by
         the reader (a write raced it), else 1006."""
-        for event in self._events[self._taken :]:
+        for event in self._events:
             if isinstance(event, CloseConnection):
                 return TransportClosed(int(event.code), event.reason or "")
         return TransportClosed(1006, "")
@@ -677,7 +667,6 @@ async def connect(
         ws.connection,
         max_message_size=max_message_size,
         close_timeout=close_timeout,
-        pending=events[1:],
         received=received,
     )
     try:
@@ -733,7 +722,6 @@ async def accept_stream(
         ws.connection,
         max_message_size=max_message_size,
         close_timeout=close_timeout,
-        pending=events[1:],
         received=received,
     )
     return info, transport
