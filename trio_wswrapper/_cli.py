@@ -29,8 +29,8 @@ from ._channels import AnonymousChannel
 from ._client import Client
 from ._config import Options
 from ._dial import check_url, open_client
-from ._errors import ChannelClosed, ConnectionClosed, ProtocolError, RemoteError
-from ._server import Server, _collapse
+from ._errors import ChannelClosed, ConnectionClosed, ProtocolError, RemoteError, collapse
+from ._server import Server
 from ._version import __version__
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -404,7 +404,7 @@ async def _execute(args: argparse.Namespace) -> int:
                 return await _listen(args, out)
             return await _send(args, out)
         except BaseException as raised:
-            exc = _collapse(raised) if isinstance(raised, BaseExceptionGroup) else raised
+            exc = collapse(raised) if isinstance(raised, BaseExceptionGroup) else raised
             if isinstance(exc, KeyboardInterrupt):
                 return EXIT_OK if args.command == "serve" else EXIT_INTERRUPTED
             if isinstance(exc, _Failure):

@@ -27,10 +27,10 @@ from . import _protocol as proto
 from ._client import Client
 from ._config import make_options
 from ._endpoint import parse_url
-from ._errors import ConnectionClosed, ConnectionRejected
+from ._errors import ConnectionClosed, ConnectionRejected, collapse
 from ._handshake import HandshakeFailed
 from ._middleware import HandlerContext
-from ._server import _collapse, _is_cancellation
+from ._server import _is_cancellation
 from ._transports import TransportName, check_transport
 from ._transports import connect as connect_transport
 
@@ -178,11 +178,6 @@ class _Dialer:
             text = f"{text} ({reason})"
         return ConnectionClosed(None, f"cannot connect to {self.url}: {text}")
 
-    def _failed(self, error: ConnectionClosed | None) -> ConnectionClosed | None:
-        if error is not None:
-            logger.info("%s: %s", self.url, error.reason)
-        return error
-
     async def _connection(self, task_status: trio.TaskStatus[None] | None) -> ConnectionClosed | None:
         """Dial once and serve the connection until it ends; the error if it never opened.
 
@@ -226,7 +221,9 @@ class _Dialer:
             finally:
                 self._connecting = False
         self._wait_scope = None
-        return self._failed(error)
+        if error is not None:
+            logger.info("%s: %s", self.url, error.reason)
+        return error
 
 
 def _os_reason(exc: BaseException | None) -> str | None:
@@ -325,4 +322,4 @@ async def open_client(
                     dialer.stop()
                     await client._close(1000, "", user=True, prompt=cancelled)
     except BaseExceptionGroup as group:
-        raise _collapse(group) from None
+        raise collapse(group) from None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._protocol import REQUEST_TIMED_OUT, ErrorPayload, error_from_value
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "ChannelClosed",
@@ -101,3 +105,18 @@ class ChannelClosed(WSWrapperError):
     def __init__(self, message: str, reason: ErrorPayload | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def collapse(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The single real error inside nested exception groups, or the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group

@@ -8,12 +8,21 @@ against cross-site WebSocket hijacking.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from http import HTTPStatus
 
 import attrs
 
-__all__ = ["Handshake", "HandshakeFailed", "Reject", "RequestCheck", "RequestInfo", "origin_allowed"]
+__all__ = [
+    "Handshake",
+    "HandshakeFailed",
+    "Reject",
+    "RequestCheck",
+    "RequestInfo",
+    "choose_subprotocol",
+    "decode_headers",
+    "origin_allowed",
+]
 
 
 @attrs.frozen
@@ -66,6 +75,22 @@ class Reject(Exception):
         self.body = body or _phrase(status)
         self.headers = tuple(headers)
         super().__init__(status, self.body)
+
+
+def decode_headers(
+    raw: Iterable[tuple[bytes, bytes]] | None, *, lower: bool = False
+) -> list[tuple[str, str]]:
+    """HTTP header pairs as text (latin-1, as HTTP/1.1 defines them); names lower-cased on
+    request."""
+    if lower:
+        return [(bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in raw or ()]
+    return [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in raw or ()]
+
+
+def choose_subprotocol(offered: Sequence[str], supported: Collection[str]) -> str | None:
+    """The first subprotocol the client offered that the server supports, or None (every
+    transport accepts the handshake without one then)."""
+    return next((p for p in offered if p in supported), None)
 
 
 def _phrase(status: int) -> str:

@@ -18,9 +18,17 @@ from . import _protocol as proto
 from ._broadcast import BroadcastBackend, LocalBroadcast
 from ._client import Client
 from ._config import Options, make_options
-from ._errors import ConnectionClosed
+from ._errors import ConnectionClosed, collapse
 from ._handlers import HandlerTable, Registry, new_lifecycle
-from ._handshake import Handshake, HandshakeFailed, Reject, RequestInfo, normalize_origin, origin_allowed
+from ._handshake import (
+    Handshake,
+    HandshakeFailed,
+    Reject,
+    RequestInfo,
+    choose_subprotocol,
+    normalize_origin,
+    origin_allowed,
+)
 from ._http import StaticFiles, StaticSpec, route_stream
 from ._middleware import HandlerContext, UsesMiddleware
 from ._transport import Transport, TrioWebsocketTransport
@@ -309,7 +317,7 @@ class Server(Registry, UsesMiddleware):
         try:
             await client._run(transport)
         except BaseExceptionGroup as group:
-            raise _collapse(group) from None
+            raise collapse(group) from None
         finally:
             self._clients.pop(client, None)
             for name in list(self._memberships.get(client, ())):
@@ -345,14 +353,14 @@ class Server(Registry, UsesMiddleware):
         try:
             await self._serve_listeners(host, listeners, task_status, transport)
         except BaseExceptionGroup as group:
-            raise _collapse(group) from None
+            raise collapse(group) from None
 
     async def _serve_listeners(
         self,
         host: str | None,
         listeners: list[Any],
         task_status: trio.TaskStatus[int],
-        transport: TransportName | None = None,
+        transport: TransportName,
     ) -> None:
         async with trio.open_nursery() as nursery:
             self._serving.add(nursery.cancel_scope)
@@ -371,22 +379,21 @@ class Server(Registry, UsesMiddleware):
             finally:
                 self._serving.discard(nursery.cancel_scope)
 
-    async def _handle_stream(self, stream: trio.abc.Stream, transport: TransportName | None = None) -> None:
+    async def _handle_stream(self, stream: trio.abc.Stream, transport: TransportName) -> None:
         try:
-            name = check_transport(transport)
-            if name == "wsproto":
+            if transport == "wsproto":
                 # Driven from the reader task: no background task, so no nursery to keep.
-                await self._serve_stream(stream, name, None)
+                await self._serve_stream(stream, transport, None)
             else:
                 async with trio.open_nursery() as nursery:
-                    await self._serve_stream(stream, name, nursery)
+                    await self._serve_stream(stream, transport, nursery)
                     nursery.cancel_scope.cancel()
         except ConnectionClosed:
             logger.debug("refused a connection: the server is closing")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("connection dropped before the WebSocket opened: %r", exc)
         except Exception as exc:
-            error = _collapse(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            error = collapse(exc) if isinstance(exc, BaseExceptionGroup) else exc
             if isinstance(error, LocalProtocolError):
                 # trio-websocket #184: its reader answers a ping that follows an oversize frame
                 # after the 1009 close, and wsproto refuses. The connection is already closed;
@@ -433,7 +440,8 @@ class Server(Registry, UsesMiddleware):
             verdict = await self._admit(seen)
             if isinstance(verdict, Reject):
                 return verdict
-            admitted.append((attrs.evolve(seen, subprotocol=self._choose(seen)), verdict))
+            chosen = choose_subprotocol(seen.subprotocols, self._subprotocols)
+            admitted.append((attrs.evolve(seen, subprotocol=chosen), verdict))
             return None
 
         try:
@@ -472,13 +480,6 @@ class Server(Registry, UsesMiddleware):
             return Reject(500, "Internal Server Error")
         return verdict
 
-    def _choose(self, handshake: Handshake) -> str | None:
-        """The first subprotocol the client proposed that this server supports."""
-        for proposed in handshake.subprotocols:
-            if proposed in self._subprotocols:
-                return proposed
-        return None
-
     async def aclose(self) -> None:
         """Close every client with 1001 ``server is closing`` and stop serving."""
         self._closing = True
@@ -513,21 +514,6 @@ def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
     except (OSError, ValueError):
         return None
     return str(host), int(port)
-
-
-def _collapse(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The single real error inside nested exception groups, or the group itself."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 def _is_cancellation(exc: BaseException) -> bool:

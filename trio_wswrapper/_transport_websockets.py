@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Side, State
@@ -31,9 +31,9 @@ from websockets.uri import parse_uri
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-from ._endpoint import Endpoint, open_stream
-from ._errors import ConnectionRejected
-from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
+from ._endpoint import open_stream, parse_url
+from ._errors import ConnectionRejected, collapse
+from ._handshake import HandshakeFailed, RequestCheck, RequestInfo, choose_subprotocol, decode_headers
 from ._transport import TransportClosed
 
 __all__ = ["WebsocketsTransport", "accept_stream", "connect"]
@@ -171,8 +171,8 @@ class _ServerProtocol(_SameReason, ServerProtocol):
     def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
         # As the other transports: the client's first offer the server supports, or none at
         # all (websockets itself refuses the handshake when nothing matches).
-        available = self.available_subprotocols or ()
-        return next((p for p in subprotocols if p in available), None)
+        chosen = choose_subprotocol(subprotocols, self.available_subprotocols or ())
+        return None if chosen is None else Subprotocol(chosen)
 
 
 @asynccontextmanager
@@ -190,27 +190,24 @@ async def connect(
 
     Raises :class:`HandshakeFailed` (or ``OSError``) when the connection cannot be set up.
     """
-    try:
-        uri = parse_uri(url)
-    except InvalidURI as exc:
-        raise HandshakeFailed(str(exc)) from None
+    endpoint = parse_url(url)
+    uri = parse_uri(url)  # what websockets' client protocol is built from; parse_url checked it
     stream: trio.abc.Stream | None = None
     opened = False
     try:
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(connect_timeout):
-                    stream = await open_stream(Endpoint(uri.secure, uri.host, uri.port, "/"), ssl_context)
+                    stream = await open_stream(endpoint, ssl_context)
                     protocol = _ClientProtocol(
                         uri,
                         subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,
                         max_size=_max_size(max_message_size),
                     )
-                    protocol.max_message_size = _max_size(max_message_size)
                     conn = ClientConnection(
                         nursery, _OwnedStream(stream), protocol, **_connection_options(close_timeout)
                     )
-                    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in extra_headers or ()]
+                    headers = decode_headers(extra_headers)
                     await conn.handshake(headers, None)
             except trio.TooSlowError:
                 raise HandshakeFailed("timed out during the opening handshake") from None
@@ -233,9 +230,9 @@ async def connect(
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # A failure to connect is the caller's to handle, not wrapped by our nursery.
-        if opened or len(group.exceptions) != 1:
+        leaf = collapse(group)
+        if opened or leaf is group:
             raise
-        leaf = group.exceptions[0]
         raise leaf from leaf.__cause__  # keeps the OS's reason (trio's cause), not the group
     finally:
         if not opened and stream is not None:
@@ -266,7 +263,6 @@ async def accept_stream(
         subprotocols=[Subprotocol(p) for p in subprotocols] or None,
         max_size=_max_size(max_message_size),
     )
-    protocol.max_message_size = _max_size(max_message_size)
     conn = ServerConnection(
         nursery,
         _OwnedStream(stream),

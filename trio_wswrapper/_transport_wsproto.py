@@ -53,7 +53,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._endpoint import open_stream, parse_url
 from ._errors import ConnectionRejected
-from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
+from ._handshake import HandshakeFailed, RequestCheck, RequestInfo, choose_subprotocol, decode_headers
 from ._transport import TransportClosed
 
 __all__ = ["WsprotoTransport", "accept_stream", "connect"]
@@ -648,9 +648,7 @@ async def connect(
             first = events[0]
             if isinstance(first, RejectConnection):
                 body = b"".join(bytes(e.data) for e in events if isinstance(e, RejectData))
-                headers = tuple(
-                    (bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in first.headers
-                )
+                headers = tuple(decode_headers(first.headers, lower=True))
                 raise ConnectionRejected(first.status_code, headers, body)
             if not isinstance(first, AcceptConnection) or ws.connection is None:
                 raise HandshakeFailed(f"unexpected handshake event {first!r}")
@@ -698,7 +696,7 @@ async def accept_stream(
         raise HandshakeFailed(f"unexpected handshake event {request!r}")
     info = RequestInfo(
         request.target,
-        [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in request.extra_headers],
+        decode_headers(request.extra_headers),
         request.subprotocols,
     )
     refusal = await check(info) if check is not None else None
@@ -714,7 +712,7 @@ async def accept_stream(
         data += ws.send(RejectData(data=body))
         await stream.send_all(data)
         raise HandshakeFailed(f"refused with HTTP {status}")
-    chosen = next((p for p in request.subprotocols if p in subprotocols), None)
+    chosen = choose_subprotocol(request.subprotocols, subprotocols)
     await stream.send_all(ws.send(AcceptConnection(subprotocol=chosen)))
     assert ws.connection is not None
     transport = WsprotoTransport(

@@ -23,8 +23,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 from ._endpoint import open_stream, parse_url
-from ._errors import ConnectionRejected
-from ._handshake import HandshakeFailed, RequestCheck, RequestInfo
+from ._errors import ConnectionRejected, collapse
+from ._handshake import HandshakeFailed, RequestCheck, RequestInfo, choose_subprotocol, decode_headers
 from ._transport import Transport, TrioWebsocketTransport
 
 __all__ = ["DEFAULT_TRANSPORT", "TRANSPORTS", "TransportName", "accept_stream", "connect"]
@@ -118,9 +118,9 @@ async def connect(
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # A failure to connect is the caller's to handle, not wrapped by our nursery.
-            if opened or len(group.exceptions) != 1:
+            leaf = collapse(group)
+            if opened or leaf is group:
                 raise
-            (leaf,) = group.exceptions
             if isinstance(leaf, (h11.ProtocolError, wsproto.utilities.ProtocolError)):
                 raise HandshakeFailed(f"malformed handshake: {leaf}") from leaf
             raise leaf from leaf.__cause__  # keeps the OS's reason (trio's cause), not the group
@@ -172,7 +172,7 @@ async def accept_stream(
     )
     info = RequestInfo(
         request.path,
-        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        decode_headers(request.headers),
         request.proposed_subprotocols,
     )
     refusal = await check(info) if check is not None else None
@@ -186,7 +186,7 @@ async def accept_stream(
             body=refusal.body.encode(),
         )
         raise HandshakeFailed(f"refused with HTTP {refusal.status}")
-    chosen = next((p for p in request.proposed_subprotocols if p in subprotocols), None)
+    chosen = choose_subprotocol(request.proposed_subprotocols, subprotocols)
     ws = await request.accept(subprotocol=chosen)
     return info, TrioWebsocketTransport(ws, close_timeout)
 
@@ -222,7 +222,11 @@ async def client_handshake(
         try:
             await ws._reader_task()
         except trio_websocket.ConnectionRejected as exc:
-            failed.append(ConnectionRejected(exc.status_code, raw_headers(exc.headers), exc.body or b""))
+            failed.append(
+                ConnectionRejected(
+                    exc.status_code, tuple(decode_headers(exc.headers, lower=True)), exc.body or b""
+                )
+            )
         except (h11.ProtocolError, wsproto.utilities.ProtocolError) as exc:
             if ws._wsproto.state is not ConnectionState.CONNECTING:
                 raise
@@ -237,9 +241,3 @@ async def client_handshake(
     if ws._wsproto.state is not ConnectionState.OPEN:
         raise OSError("the server closed the connection during the handshake")
     return ws
-
-
-def raw_headers(raw: Any) -> tuple[tuple[str, str], ...]:
-    if not raw:
-        return ()
-    return tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)

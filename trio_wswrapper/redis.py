@@ -28,6 +28,7 @@ import trio
 
 from . import _protocol as proto
 from ._broadcast import BroadcastStatistics, LocalBroadcast
+from ._errors import collapse
 from ._logging import logger
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -131,7 +132,6 @@ class RedisBroadcast(LocalBroadcast):
         self._max_backoff = max_backoff
         self._max_message_size = max_message_size
         self._redis: coredis.Redis[bytes] | None = None
-        self._entered = False
         self._running = False
         self._subscribed = False
         self._subscription: trio.CancelScope | None = None
@@ -180,9 +180,8 @@ class RedisBroadcast(LocalBroadcast):
     async def __aenter__(self) -> RedisBroadcast:
         """Connect and subscribe; returns once subscribed or after the first attempt failed
         (then it keeps retrying in the background and ``emit`` delivers locally meanwhile)."""
-        if self._entered:
+        if self._context is not None:
             raise RuntimeError("a RedisBroadcast can be entered only once")
-        self._entered = True
         self._context = self._open()
         return await self._context.__aenter__()
 
@@ -198,8 +197,6 @@ class RedisBroadcast(LocalBroadcast):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[RedisBroadcast]:
-        from ._server import _collapse
-
         redis = coredis.Redis.from_url(self._url, connect_timeout=self._publish_timeout)
         try:
             async with redis, trio.open_nursery() as nursery:
@@ -217,7 +214,7 @@ class RedisBroadcast(LocalBroadcast):
                     self._drop_outbox(ConnectionError("the Redis broadcast was closed"))
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _collapse(group) from None
+            raise collapse(group) from None
         finally:
             self._redis = None
 
@@ -231,7 +228,7 @@ class RedisBroadcast(LocalBroadcast):
         """
         self._published += 1
         failures = self.deliver(frame, group)
-        if not self._running or self._redis is None:
+        if not self._running:
             self._publish_failed(RuntimeError("the Redis broadcast is not running (use `async with`)"))
         elif not self._subscribed:
             self._publish_failed(self._last_error or ConnectionError("not connected to Redis"))

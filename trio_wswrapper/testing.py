@@ -24,7 +24,8 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 from ._client import Client
 from ._config import Options
-from ._server import Server, _collapse
+from ._errors import collapse
+from ._server import Server
 from ._transport import MemoryTransport, TrioWebsocketTransport, memory_transport_pair
 from ._transports import client_handshake
 
@@ -72,7 +73,7 @@ async def open_test_client(
                 with trio.CancelScope(shield=True):
                     await client.aclose()
     except BaseExceptionGroup as group:
-        raise _collapse(group) from None
+        raise collapse(group) from None
 
 
 class RawPeer:
