@@ -81,16 +81,31 @@ async def test_plain_handler_sees_its_client_and_request(server: wsw.Server, kin
         return ch
 
     server.on("open-echo", open_echo)
+    leaked: list[bool] = []
+
+    def after(client: wsw.Client, frame: Any) -> None:
+        # runs in the reader's own context, after the inline handler of the previous frame:
+        # outside any request handler, so cancel_reason() must refuse
+        try:
+            wsw.cancel_reason()
+        except RuntimeError:
+            leaked.append(False)
+        else:
+            leaked.append(True)
+
+    server.on("message", after)
     with trio.fail_after(TIMEOUT):
         async with connected(server, kind) as client:
             ch = await client.request("open-echo")
             async with ch:
                 assert await ch.request("echo", 21) == 42
-            assert await client.request("open-echo") is not ch
+            second = await client.request("open-echo")
+            assert isinstance(second, wsw.AnonymousChannel) and second.id != ch.id
+            await second.aclose()
+            assert server.clients == [seen[0][0]]
     assert len(seen) == 2
-    assert all(isinstance(c, wsw.Client) and reason is None for c, reason in seen)
-    with pytest.raises(RuntimeError):
-        wsw.current_client()  # reset in the reader once the handler returned
+    assert seen[0][0] is seen[1][0] and all(reason is None for _, reason in seen)
+    assert leaked and not any(leaked)  # the handler's context did not stay in the reader
 
 
 async def test_plain_handler_failures_answer_and_log(
@@ -294,27 +309,33 @@ async def test_large_answers_in_order_over_loopback() -> None:
     big = "y" * 3_000_000
     server = wsw.Server(heartbeat_interval=None, max_message_size=8 << 20)
     server.on("big", lambda: big)
-    ticks: list[int] = []
+    ticks: dict[int, list[int]] = {b: [] for b in range(4)}
+    seen_at_answer: dict[int, int] = {}
 
-    async def burst() -> None:
+    async def burst(burst_id: int) -> None:
         client = wsw.current_client()
         for i in range(100):
-            await client.emit("tick", i)
+            await client.emit("tick", burst_id, i)
+
+    async def ask(client: wsw.Client, burst_id: int) -> None:
+        await client.request("burst", burst_id)
+        seen_at_answer[burst_id] = len(ticks[burst_id])
 
     server.on("burst", burst)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve, "127.0.0.1", 0)
             async with wsw.open_client(f"ws://127.0.0.1:{port}/", max_message_size=8 << 20) as client:
-                client.on("tick", ticks.append)
+                client.on("tick", lambda b, i: ticks[b].append(i))
                 async with trio.open_nursery() as inner:
-                    for _ in range(4):
-                        inner.start_soon(client.request, "burst")
+                    for burst_id in range(4):
+                        inner.start_soon(ask, client, burst_id)
                     results = [await client.request("big") for _ in range(3)]
                 assert results == [big] * 3
             nursery.cancel_scope.cancel()
-    # each burst's events arrive before its answer, and in order
-    assert sorted(ticks) == [i for i in range(100) for _ in range(4)]
+    # each burst's events arrive in order, and all of them before its answer
+    assert ticks == {b: list(range(100)) for b in range(4)}
+    assert seen_at_answer == {b: 100 for b in range(4)}
 
 
 # -- framing: the fast parser against wsproto ------------------------------------------------

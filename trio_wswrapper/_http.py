@@ -219,7 +219,7 @@ async def _answer(
     async with file:
         info = await trio.to_thread.run_sync(os.fstat, file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            await _respond(stream, connection, 404, b"Not Found\n")
+            await _respond(stream, connection, 404, b"Not Found\n", head_only=method == b"HEAD")
             return
         headers = [
             ("Content-Type", content_type(path)),

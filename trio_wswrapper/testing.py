@@ -1,9 +1,10 @@
 """Helpers for testing ws-wrapper applications without sockets.
 
 ``open_test_client(server)`` connects a :class:`Client` to ``server`` in process, over a real
-trio-websocket connection on an in-memory stream, so tests exercise the same framing, limits
-and close handshake as production. ``open_raw_peer(server)`` gives a peer that sends and
-receives exact frames, for wire-level tests.
+WebSocket connection on an in-memory stream (the server's side runs the default ``wsproto``
+transport with its opening handshake, the client's side trio-websocket), so tests exercise the
+same framing, limits and close handshake as production. ``open_raw_peer(server)`` gives a peer
+that sends and receives exact frames, for wire-level tests.
 """
 
 from __future__ import annotations
