@@ -71,7 +71,9 @@ class RedisBroadcast(LocalBroadcast):
     emits costs a few PUBLISHes, not one each, and no process encodes an event again. A
     received message that is not valid JSON of that shape, is larger than
     ``max_message_size`` bytes, or holds a frame that is not a ws-wrapper event, is dropped
-    whole with a rate-limited warning and counted in :meth:`statistics`.
+    whole with a rate-limited warning and counted in :meth:`statistics`. Frames are checked
+    as JSON, so every server on the bus must encode JSON (the built-in codec or
+    :class:`~trio_wswrapper.OrjsonCodec`); frames of another codec would all be dropped.
 
     ``emit`` returns once the PUBLISH carrying its frame is done: a task emitting in a loop
     publishes a frame per round trip to Redis, while emits from many tasks at once share
